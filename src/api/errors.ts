@@ -1,0 +1,132 @@
+/**
+ * The one catalogue of Ferry's error codes. Every code that crosses the socket or ends a
+ * command is listed here with its HTTP status, its CLI exit class and what it means;
+ * test/api/errors.test.ts checks that each is documented in docs/errors.md.
+ *
+ * This module imports nothing else of Ferry.
+ */
+
+/** How a code ends a `ferry`/`ferryd` command; the numbers are in src/cli/exit-codes.ts. */
+export type ExitClass = "failure" | "usage" | "refused" | "unreachable";
+
+export interface ErrorSpec {
+  status: number;
+  exit: ExitClass;
+  description: string;
+}
+
+export const ERRORS = {
+  BAD_REQUEST: { status: 400, exit: "usage", description: "The request is malformed." },
+  NOT_FOUND: { status: 404, exit: "failure", description: "No such API path." },
+  METHOD_NOT_ALLOWED: {
+    status: 405,
+    exit: "failure",
+    description: "The API path exists but not for this method.",
+  },
+  APP_NOT_FOUND: {
+    status: 404,
+    exit: "failure",
+    description: "No application of that name is declared in ferryd's config.",
+  },
+  PEER_REJECTED: {
+    status: 403,
+    exit: "refused",
+    description:
+      "ferryd closed the connection because the peer's uid (SO_PEERCRED) is neither its own nor listed in `clients`.",
+  },
+  SOCKET_ACCESS_DENIED: {
+    status: 403,
+    exit: "refused",
+    description: "The operating system refused access to ferryd's socket (its directory is 0700).",
+  },
+  SERVICE_UNREACHABLE: {
+    status: 503,
+    exit: "unreachable",
+    description: "No ferryd answers on the socket.",
+  },
+  RESTORE_NOT_ALLOWED: {
+    status: 403,
+    exit: "refused",
+    description: "The application's config does not say `restore = true`.",
+  },
+  APP_BUSY: {
+    status: 409,
+    exit: "failure",
+    description: "A backup or restore of this application is already running.",
+  },
+  CONFIG_INVALID: {
+    status: 500,
+    exit: "usage",
+    description: "The config file is missing, unreadable or does not match the schema.",
+  },
+  CONFIG_UNSAFE: {
+    status: 500,
+    exit: "usage",
+    description:
+      "The config file or a directory above it is writable by ferryd's own uid while ferryd holds capabilities.",
+  },
+  SOCKET_UNSAFE: {
+    status: 500,
+    exit: "failure",
+    description:
+      "The socket path or its directory is not ferryd's to use (wrong owner, not a socket, or a symlink).",
+  },
+  ROOT_REFUSED: {
+    status: 500,
+    exit: "usage",
+    description: "ferryd would run as uid 0; start it with --user NAME, or pass --allow-root.",
+  },
+  PRIVILEGE_SETUP_FAILED: {
+    status: 500,
+    exit: "failure",
+    description: "ferryd could not switch to the service user with its capabilities.",
+  },
+  SOURCE_UNREADABLE: {
+    status: 500,
+    exit: "failure",
+    description: "A declared path could not be opened or read.",
+  },
+  SOURCE_CHANGED: {
+    status: 500,
+    exit: "failure",
+    description:
+      "A path was replaced (for example by a symlink) while ferryd read it; ferryd refused to follow it.",
+  },
+  BACKUP_FAILED: {
+    status: 500,
+    exit: "failure",
+    description: "The backup failed after the archive started streaming; it has no end record.",
+  },
+  ARCHIVE_TRUNCATED: {
+    status: 400,
+    exit: "failure",
+    description: "The archive ended before its end record: it is incomplete and must not be used.",
+  },
+  ARCHIVE_INVALID: {
+    status: 400,
+    exit: "failure",
+    description: "The archive is not a well-formed Ferry archive (bad header, checksum or field).",
+  },
+  ARCHIVE_CHECKSUM_MISMATCH: {
+    status: 400,
+    exit: "failure",
+    description: "The payload's SHA-256, length or entry count differs from the end record.",
+  },
+  CANCELLED: { status: 499, exit: "failure", description: "The work was cancelled." },
+  INTERNAL: {
+    status: 500,
+    exit: "failure",
+    description: "An unexpected error; ferryd's log has the details.",
+  },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+/** The JSON body of every error response. */
+export interface ErrorBody {
+  error: { code: ErrorCode; message: string };
+}
+
+export function isErrorCode(code: unknown): code is ErrorCode {
+  return typeof code === "string" && Object.hasOwn(ERRORS, code);
+}

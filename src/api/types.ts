@@ -1,0 +1,53 @@
+/**
+ * Wire types of API v1 and of the archive format (DESIGN.md). Imports nothing of Ferry.
+ */
+
+export const API_VERSION = "v1";
+export const ARCHIVE_FORMAT = 1;
+export const MANIFEST_PATH = ".ferry/manifest.json";
+export const END_PATH = ".ferry/end.json";
+
+/** First entry of every archive: what the payload is and how to restore it. */
+export interface Manifest {
+  format: number;
+  app: string;
+  driver: string;
+  driver_version: number;
+  ferry_version: string;
+  host: string;
+  created: string; // ISO 8601
+  /** Driver-specific description, e.g. the files driver's declared paths. */
+  [key: string]: unknown;
+}
+
+/** Last entry of every archive; see DESIGN.md for the exact byte range hashed. */
+export interface EndRecord {
+  entries: number;
+  payload_bytes: number;
+  sha256: string;
+  /** Things the backup skipped or noticed (sockets, FIFOs, files that changed size). */
+  warnings?: string[];
+}
+
+export interface VersionInfo {
+  name: "ferryd";
+  version: string;
+  api: string;
+  uid: number;
+  gid: number;
+  user: string;
+  capabilities: string[];
+  privileged: boolean;
+  drivers: string[];
+}
+
+export interface AppSummary {
+  name: string;
+  driver: string;
+  restore: boolean;
+  health: { ok: boolean; message: string };
+}
+
+export interface AppDetail extends AppSummary {
+  description: Record<string, unknown>;
+}

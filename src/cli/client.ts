@@ -1,0 +1,140 @@
+/**
+ * The backup software's side of API v1: HTTP/1.1 to ferryd over its Unix socket, or over
+ * an inherited connected descriptor when ferryd started us (`FERRY_FD`, see `ferryd run`).
+ * Transport failures become catalogued errors so the CLI can say what to do.
+ */
+import { type IncomingMessage, request } from "node:http";
+import { Socket } from "node:net";
+import { isErrorCode } from "../api/errors.js";
+import { FerryError } from "../core/errors.js";
+import { DEFAULT_SOCKET } from "../daemon/config.js";
+
+export interface ClientOptions {
+  socket?: string;
+  fd?: number;
+}
+
+export function clientOptionsFromEnv(socketFlag: string | undefined): ClientOptions {
+  if (socketFlag !== undefined) return { socket: socketFlag };
+  const fd = process.env.FERRY_FD;
+  if (fd !== undefined && fd !== "") {
+    if (!/^[0-9]+$/.test(fd))
+      throw new FerryError("BAD_REQUEST", `FERRY_FD=${fd} is not a descriptor number`);
+    return { fd: Number(fd) };
+  }
+  return { socket: process.env.FERRY_SOCKET || DEFAULT_SOCKET };
+}
+
+export class FerryClient {
+  private fdUsed = false;
+  constructor(private readonly opts: ClientOptions) {}
+
+  get where(): string {
+    return this.opts.fd !== undefined ? `fd ${this.opts.fd}` : (this.opts.socket ?? DEFAULT_SOCKET);
+  }
+
+  /** Sends a request; resolves with the response (any status), rejects on transport errors. */
+  request(method: string, path: string, signal?: AbortSignal): Promise<IncomingMessage> {
+    return new Promise((resolve, reject) => {
+      const base = { method, path, headers: { Host: "ferry", Accept: "application/json" }, signal };
+      let req: ReturnType<typeof request>;
+      if (this.opts.fd !== undefined) {
+        if (this.fdUsed)
+          throw new FerryError("INTERNAL", "the inherited connection serves one request");
+        this.fdUsed = true;
+        const fd = this.opts.fd;
+        req = request({
+          ...base,
+          createConnection: () => new Socket({ fd, readable: true, writable: true }),
+        });
+      } else {
+        req = request({ ...base, socketPath: this.opts.socket, agent: false });
+      }
+      req.on("response", resolve);
+      req.on("error", (err) => reject(this.transportError(err)));
+      req.end();
+    });
+  }
+
+  /** A JSON request; non-2xx answers become FerryErrors with ferryd's code and message. */
+  async json<T>(method: string, path: string): Promise<T> {
+    const res = await this.request(method, path);
+    const text = await readBody(res, 4 * 1024 * 1024);
+    if ((res.statusCode ?? 500) >= 300) throw errorFromBody(res.statusCode ?? 500, text);
+    try {
+      return JSON.parse(text) as T;
+    } catch {
+      throw new FerryError("INTERNAL", "ferryd sent a response that is not JSON");
+    }
+  }
+
+  private transportError(err: NodeJS.ErrnoException): Error {
+    if (err.name === "AbortError") return err;
+    const where = this.where;
+    switch (err.code) {
+      case "ENOENT":
+      case "ECONNREFUSED":
+        return new FerryError(
+          "SERVICE_UNREACHABLE",
+          `no ferryd is listening on ${where} (is the service running? set --socket or FERRY_SOCKET)`,
+          { cause: err },
+        );
+      case "EACCES":
+      case "EPERM":
+        return new FerryError(
+          "SOCKET_ACCESS_DENIED",
+          `permission denied on ${where}: only ferryd's own user may connect`,
+          { cause: err },
+        );
+      case "ECONNRESET":
+      case "EPIPE":
+        return new FerryError(
+          "PEER_REJECTED",
+          `ferryd on ${where} closed the connection without answering: this user (uid ${process.getuid?.()}) is not allowed to use it`,
+          { cause: err },
+        );
+      default:
+        return new FerryError(
+          "SERVICE_UNREACHABLE",
+          `cannot talk to ferryd on ${where}: ${err.message}`,
+          {
+            cause: err,
+          },
+        );
+    }
+  }
+}
+
+export async function readBody(res: IncomingMessage, max: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of res) {
+    n += (c as Buffer).length;
+    if (n > max) throw new FerryError("INTERNAL", "ferryd's response is too large");
+    chunks.push(c as Buffer);
+  }
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+export function errorFromBody(status: number, text: string): FerryError {
+  try {
+    const body = JSON.parse(text) as { error?: { code?: unknown; message?: unknown } };
+    const code = body.error?.code;
+    const message = typeof body.error?.message === "string" ? body.error.message : `HTTP ${status}`;
+    if (isErrorCode(code)) return new FerryError(code, message);
+    return new FerryError("INTERNAL", `${String(code)}: ${message}`);
+  } catch {
+    return new FerryError("INTERNAL", `ferryd answered HTTP ${status}`);
+  }
+}
+
+/** Parses a `Ferry-Status` trailer ("ok" or "error CODE message"). */
+export function parseStatusTrailer(value: string | undefined): FerryError | undefined {
+  if (value === "ok") return undefined;
+  if (value === undefined) {
+    return new FerryError("ARCHIVE_TRUNCATED", "the stream ended without a Ferry-Status trailer");
+  }
+  const m = /^error ([A-Z_]+) ?(.*)$/.exec(value);
+  const code = m?.[1];
+  return new FerryError(isErrorCode(code) ? code : "BACKUP_FAILED", m?.[2] || value);
+}

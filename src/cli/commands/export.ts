@@ -1,0 +1,131 @@
+/**
+ * `ferry export APP [-o FILE]`: asks ferryd for APP's archive and writes it to FILE or
+ * stdout, verifying it on the way (header checksums, end record, SHA-256). With -o the
+ * archive is written to a temporary file beside FILE and renamed into place only when it
+ * verified, so FILE is never a truncated archive. On stdout a failure is reported and the
+ * exit status is non-zero; the archive written so far lacks its end record, so no Ferry
+ * reader will take it for a good one.
+ */
+import { once } from "node:events";
+import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
+import type { EndRecord } from "../../api/types.js";
+import { ArchiveParser } from "../../core/archive/reader.js";
+import { FerryError } from "../../core/errors.js";
+import { errorFromBody, type FerryClient, parseStatusTrailer, readBody } from "../client.js";
+import { EXIT } from "../exit-codes.js";
+import { formatBytes, Progress } from "../progress.js";
+
+export interface ExportOptions {
+  app: string;
+  output?: string;
+}
+
+interface Sink {
+  write(chunk: Buffer): Promise<void>;
+  commit(): void;
+  discard(): void;
+}
+
+function fileSink(path: string): Sink {
+  const tmp = join(dirname(path), `.${basename(path)}.ferry-${process.pid}.tmp`);
+  const fd = openSync(tmp, "wx", 0o600);
+  let open = true;
+  return {
+    async write(chunk) {
+      let off = 0;
+      while (off < chunk.length) off += writeSync(fd, chunk, off);
+    },
+    commit() {
+      fsyncSync(fd);
+      closeSync(fd);
+      open = false;
+      renameSync(tmp, path);
+    },
+    discard() {
+      if (open) closeSync(fd);
+      open = false;
+      try {
+        unlinkSync(tmp);
+      } catch {}
+    },
+  };
+}
+
+function stdoutSink(): Sink {
+  return {
+    async write(chunk) {
+      if (!process.stdout.write(chunk)) await once(process.stdout, "drain");
+    },
+    commit() {},
+    discard() {},
+  };
+}
+
+export async function exportCommand(client: FerryClient, opts: ExportOptions): Promise<number> {
+  if (opts.output === undefined && process.stdout.isTTY) {
+    throw new FerryError(
+      "BAD_REQUEST",
+      "refusing to write an archive to a terminal; use -o FILE or a pipe",
+    );
+  }
+  const abort = new AbortController();
+  const onSignal = () => abort.abort();
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  const path = `/v1/apps/${encodeURIComponent(opts.app)}/backup`;
+  const res = await client.request("POST", path, abort.signal);
+  if (res.statusCode !== 200)
+    throw errorFromBody(res.statusCode ?? 500, await readBody(res, 1 << 20));
+
+  const sink = opts.output === undefined ? stdoutSink() : fileSink(opts.output);
+  const progress = new Progress(`export ${opts.app}`);
+  const parser = new ArchiveParser();
+  let bytes = 0;
+  let end: EndRecord;
+  try {
+    try {
+      for await (const chunk of res) {
+        const buf = chunk as Buffer;
+        await parser.write(buf);
+        await sink.write(buf);
+        bytes += buf.length;
+        progress.update(bytes, parser.entries);
+      }
+    } catch (err) {
+      if (abort.signal.aborted) throw new FerryError("CANCELLED", "interrupted");
+      // A connection cut mid-stream: what arrived is incomplete.
+      if (!(err instanceof FerryError)) {
+        throw new FerryError(
+          "ARCHIVE_TRUNCATED",
+          `the stream broke after ${bytes} bytes: ${(err as Error).message}`,
+        );
+      }
+      throw err;
+    }
+    const status = parseStatusTrailer(res.trailers["ferry-status"]);
+    if (status !== undefined) throw status;
+    end = parser.finish();
+    sink.commit();
+  } catch (err) {
+    progress.clear();
+    sink.discard();
+    if (err instanceof FerryError && err.code === "CANCELLED") {
+      process.stderr.write(`ferry: export of ${opts.app} interrupted\n`);
+      return EXIT.INTERRUPTED;
+    }
+    throw err;
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  }
+  progress.clear();
+  for (const w of end.warnings ?? []) process.stderr.write(`ferry: warning: ${w}\n`);
+  const secs = progress.elapsed();
+  process.stderr.write(
+    `exported ${opts.app}: ${end.entries} entries, ${formatBytes(bytes)} in ${secs.toFixed(1)}s ` +
+      `(${formatBytes(bytes / Math.max(secs, 0.001))}/s), sha256 ${end.sha256.slice(0, 16)}…` +
+      `${opts.output === undefined ? "" : ` → ${opts.output}`}\n`,
+  );
+  return EXIT.OK;
+}

@@ -1,0 +1,123 @@
+#!/usr/bin/env node
+/**
+ * ferry — the backup software's command line. See `ferry --help`.
+ */
+import { parseArgs } from "node:util";
+import type { VersionInfo } from "../api/types.js";
+import { VERSION } from "../core/version.js";
+import { clientOptionsFromEnv, FerryClient } from "./client.js";
+import { appsCommand } from "./commands/apps.js";
+import { exportCommand } from "./commands/export.js";
+import { EXIT, UsageError } from "./exit-codes.js";
+import { runMain } from "./main.js";
+
+const HELP = `Usage: ferry [--socket PATH] COMMAND [ARGS]
+
+Commands:
+  apps [--json]              list the applications ferryd serves, with their health
+  export APP [-o FILE]       write APP's archive to FILE (default: stdout), verified
+  version [--json]           show ferry's and ferryd's versions, ferryd's uid and capabilities
+
+Options:
+  --socket PATH   ferryd's socket (default $FERRY_SOCKET, else /run/ferry/ferry.sock);
+                  when started by 'ferryd run', the inherited connection in $FERRY_FD
+  -h, --help      this help
+
+Exit codes: 0 ok, 1 failure, 2 usage, 3 refused by ferryd (or the socket's permissions),
+4 ferryd unreachable, 130 interrupted.
+`;
+
+type Options = Record<string, { type: "string" | "boolean"; short?: string }>;
+
+const COMMANDS: Record<string, Options> = {
+  apps: { json: { type: "boolean" } },
+  export: { output: { type: "string", short: "o" } },
+  version: { json: { type: "boolean" } },
+};
+
+const GLOBAL: Options = {
+  socket: { type: "string" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean" },
+};
+
+/** Splits argv at the command word, honouring `--socket VALUE` before it. */
+function splitArgs(argv: string[]): { global: string[]; command?: string; rest: string[] } {
+  let i = 0;
+  while (i < argv.length) {
+    const a = argv[i] as string;
+    if (a === "--socket") i += 2;
+    else if (a.startsWith("-")) i += 1;
+    else break;
+  }
+  return { global: argv.slice(0, i), command: argv[i], rest: argv.slice(i + 1) };
+}
+
+async function main(): Promise<number> {
+  const split = splitArgs(process.argv.slice(2));
+  let global: { socket?: string; help?: boolean; version?: boolean };
+  try {
+    global = parseArgs({ args: split.global, options: GLOBAL, strict: true })
+      .values as typeof global;
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (global.help || (split.command === undefined && !global.version)) {
+    process.stdout.write(HELP);
+    return split.command === undefined && !global.help ? EXIT.USAGE : EXIT.OK;
+  }
+  const command = split.command ?? "version";
+  const options = COMMANDS[command];
+  if (options === undefined) throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+  let parsed: { values: Record<string, unknown>; positionals: string[] };
+  try {
+    parsed = parseArgs({
+      args: split.rest,
+      options: { ...options, socket: { type: "string" }, help: { type: "boolean", short: "h" } },
+      allowPositionals: true,
+      strict: true,
+    });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const v = parsed.values;
+  if (v.help) {
+    process.stdout.write(HELP);
+    return EXIT.OK;
+  }
+  const client = new FerryClient(
+    clientOptionsFromEnv((v.socket as string | undefined) ?? global.socket),
+  );
+  const pos = parsed.positionals;
+  const want = (n: number, what: string) => {
+    if (pos.length !== n) throw new UsageError(`${command} takes ${what}`);
+  };
+
+  switch (command) {
+    case "apps":
+      want(0, "no arguments");
+      return appsCommand(client, v.json === true);
+    case "export":
+      want(1, "one application name");
+      return exportCommand(client, {
+        app: pos[0] as string,
+        output: v.output as string | undefined,
+      });
+    case "version": {
+      want(0, "no arguments");
+      const info = await client.json<VersionInfo>("GET", "/v1/version");
+      if (v.json)
+        process.stdout.write(`${JSON.stringify({ ferry: VERSION, ferryd: info }, null, 2)}\n`);
+      else {
+        process.stdout.write(
+          `ferry ${VERSION}\nferryd ${info.version} (api ${info.api}) as ${info.user} (uid ${info.uid}), ` +
+            `capabilities: ${info.capabilities.join(", ") || "none"}\ndrivers: ${info.drivers.join(", ")}\n`,
+        );
+      }
+      return EXIT.OK;
+    }
+  }
+  throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+}
+
+runMain("ferry", main);

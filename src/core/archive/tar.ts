@@ -1,0 +1,355 @@
+/**
+ * POSIX pax (ustar + extended header) encoding and decoding of single tar headers.
+ *
+ * Ferry writes its own tar headers instead of using a tar library because the archive's
+ * end record must hash an exact byte range of the stream (DESIGN.md, "Archive format"),
+ * and because the reader sits on a privilege boundary: it must enforce size limits on
+ * every field before allocating, and reject rather than "repair" anything odd. The
+ * output is checked against GNU tar and Python's tarfile in the tests.
+ *
+ * Layout of a ustar header block (512 bytes): name[100] mode[8] uid[8] gid[8] size[12]
+ * mtime[12] chksum[8] typeflag[1] linkname[100] magic[6] version[2] uname[32] gname[32]
+ * devmajor[8] devminor[8] prefix[155].
+ */
+
+export const BLOCK = 512;
+
+export type EntryType = "file" | "dir" | "symlink" | "hardlink" | "char" | "block" | "fifo";
+
+export interface TarHeader {
+  path: string;
+  type: EntryType;
+  mode: number; // permission bits incl. set-uid/set-gid/sticky, no type bits
+  uid: number;
+  gid: number;
+  uname: string;
+  gname: string;
+  size: number; // body length (0 for everything but files)
+  mtimeSec: number;
+  mtimeNsec: number;
+  linkpath: string; // symlink target or hardlink target path ("" otherwise)
+}
+
+const TYPEFLAG: Record<EntryType, string> = {
+  file: "0",
+  hardlink: "1",
+  symlink: "2",
+  char: "3",
+  block: "4",
+  dir: "5",
+  fifo: "6",
+};
+
+const MAX_OCTAL_7 = 0o7777777;
+const MAX_OCTAL_11 = 0o77777777777;
+
+export function padding(size: number): number {
+  const r = size % BLOCK;
+  return r === 0 ? 0 : BLOCK - r;
+}
+
+function isPlainAscii(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || c > 0x7e) return false;
+  }
+  return true;
+}
+
+function writeString(block: Buffer, off: number, len: number, s: string): void {
+  block.write(s, off, len, "utf8");
+}
+
+function writeOctal(block: Buffer, off: number, len: number, n: number): void {
+  const s = Math.max(0, Math.floor(n))
+    .toString(8)
+    .padStart(len - 1, "0");
+  block.write(s.slice(-(len - 1)), off, len - 1, "ascii");
+  block[off + len - 1] = 0;
+}
+
+/** Splits a path into ustar prefix and name, or undefined if it does not fit. */
+function splitUstarPath(path: string): [string, string] | undefined {
+  if (Buffer.byteLength(path) <= 100) return ["", path];
+  for (let i = path.length - 1; i > 0; i--) {
+    if (path[i] !== "/") continue;
+    const prefix = path.slice(0, i);
+    const name = path.slice(i + 1);
+    if (prefix.length <= 155 && name.length > 0 && name.length <= 100) return [prefix, name];
+    if (prefix.length <= 155) return undefined;
+  }
+  return undefined;
+}
+
+function paxRecord(key: string, value: string): string {
+  const body = ` ${key}=${value}\n`;
+  const bodyLen = Buffer.byteLength(body);
+  let len = bodyLen + String(bodyLen).length;
+  if (String(len).length + bodyLen !== len) len = String(len + 1).length + bodyLen;
+  return `${len}${body}`;
+}
+
+function ustarBlock(h: TarHeader, typeflag: string, name: [string, string], linkpath: string) {
+  const b = Buffer.alloc(BLOCK);
+  writeString(b, 0, 100, name[1]);
+  writeOctal(b, 100, 8, h.mode & 0o7777);
+  writeOctal(b, 108, 8, h.uid > MAX_OCTAL_7 ? 0 : h.uid);
+  writeOctal(b, 116, 8, h.gid > MAX_OCTAL_7 ? 0 : h.gid);
+  writeOctal(b, 124, 12, h.size > MAX_OCTAL_11 ? 0 : h.size);
+  writeOctal(b, 136, 12, h.mtimeSec < 0 || h.mtimeSec > MAX_OCTAL_11 ? 0 : h.mtimeSec);
+  b.write(typeflag, 156, 1, "ascii");
+  writeString(b, 157, 100, linkpath);
+  b.write("ustar\u000000", 257, 8, "ascii");
+  if (isPlainAscii(h.uname) && h.uname.length < 32) writeString(b, 265, 32, h.uname);
+  if (isPlainAscii(h.gname) && h.gname.length < 32) writeString(b, 297, 32, h.gname);
+  writeOctal(b, 329, 8, 0);
+  writeOctal(b, 337, 8, 0);
+  writeString(b, 345, 155, name[0]);
+  b.fill(0x20, 148, 156);
+  let sum = 0;
+  for (let i = 0; i < BLOCK; i++) sum += b[i] as number;
+  writeOctal(b, 148, 7, sum);
+  b[155] = 0x20;
+  return b;
+}
+
+/**
+ * The header bytes of one entry: a pax extended header when any field needs it, then the
+ * ustar block. Fields that do not fit ustar (long or non-ASCII names, big ids and sizes,
+ * sub-second times) go into the pax header, which GNU tar and every modern reader honour.
+ */
+export function encodeHeader(h: TarHeader): Buffer {
+  const records: string[] = [];
+  const asciiPath = isPlainAscii(h.path);
+  const split = asciiPath ? splitUstarPath(h.path) : undefined;
+  if (split === undefined) records.push(paxRecord("path", h.path));
+  const link = h.linkpath;
+  if (link !== "" && (!isPlainAscii(link) || Buffer.byteLength(link) > 100)) {
+    records.push(paxRecord("linkpath", link));
+  }
+  if (h.size > MAX_OCTAL_11) records.push(paxRecord("size", String(h.size)));
+  if (h.uid > MAX_OCTAL_7) records.push(paxRecord("uid", String(h.uid)));
+  if (h.gid > MAX_OCTAL_7) records.push(paxRecord("gid", String(h.gid)));
+  if (!isPlainAscii(h.uname) || h.uname.length >= 32) records.push(paxRecord("uname", h.uname));
+  if (!isPlainAscii(h.gname) || h.gname.length >= 32) records.push(paxRecord("gname", h.gname));
+  if (h.mtimeNsec !== 0 || h.mtimeSec < 0 || h.mtimeSec > MAX_OCTAL_11) {
+    const frac = h.mtimeNsec === 0 ? "" : `.${String(h.mtimeNsec).padStart(9, "0")}`;
+    records.push(paxRecord("mtime", `${h.mtimeSec}${frac}`));
+  }
+  const fallbackName: [string, string] = split ?? ["", asciiFallback(h.path, 100)];
+  const fallbackLink = isPlainAscii(link) && link.length <= 100 ? link : asciiFallback(link, 100);
+  const main = ustarBlock(h, TYPEFLAG[h.type], fallbackName, fallbackLink);
+  if (records.length === 0) return main;
+  const body = Buffer.from(records.join(""), "utf8");
+  const paxHeader: TarHeader = {
+    ...h,
+    type: "file",
+    size: body.length,
+    linkpath: "",
+    mtimeNsec: 0,
+    uid: 0,
+    gid: 0,
+    uname: "",
+    gname: "",
+    mode: 0o644,
+  };
+  const base = asciiFallback(h.path.split("/").filter(Boolean).pop() ?? "entry", 80);
+  const paxBlock = ustarBlock(paxHeader, "x", ["", `PaxHeaders/${base}`], "");
+  return Buffer.concat([paxBlock, body, Buffer.alloc(padding(body.length)), main]);
+}
+
+function asciiFallback(s: string, max: number): string {
+  let out = "";
+  for (const ch of s) {
+    const c = ch.charCodeAt(0);
+    out += c >= 0x20 && c <= 0x7e && ch.length === 1 ? ch : "_";
+    if (out.length >= max) break;
+  }
+  return out.slice(0, max);
+}
+
+// --- decoding ---------------------------------------------------------------------------
+
+export class TarFormatError extends Error {}
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+function readCString(b: Buffer, off: number, len: number): string {
+  let end = off;
+  while (end < off + len && b[end] !== 0) end++;
+  try {
+    return utf8.decode(b.subarray(off, end));
+  } catch {
+    throw new TarFormatError("a header field is not valid UTF-8");
+  }
+}
+
+function readNumber(b: Buffer, off: number, len: number, field: string): number {
+  const first = b[off] as number;
+  if (first & 0x80) {
+    // GNU base-256: big-endian, top bit of the first byte set; negative values refused.
+    if (first & 0x40) throw new TarFormatError(`negative ${field}`);
+    let n = first & 0x3f;
+    for (let i = 1; i < len; i++) {
+      n = n * 256 + (b[off + i] as number);
+      if (n > Number.MAX_SAFE_INTEGER) throw new TarFormatError(`${field} is too large`);
+    }
+    return n;
+  }
+  const s = b
+    .toString("ascii", off, off + len)
+    .replace(/[\0 ]+$/, "")
+    .replace(/^ +/, "");
+  if (s === "") return 0;
+  if (!/^[0-7]+$/.test(s)) throw new TarFormatError(`${field} is not an octal number`);
+  return Number.parseInt(s, 8);
+}
+
+export function isZeroBlock(b: Buffer): boolean {
+  for (let i = 0; i < BLOCK; i++) if (b[i] !== 0) return false;
+  return true;
+}
+
+export interface RawHeader {
+  typeflag: string;
+  name: string;
+  linkname: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  mtime: number;
+  uname: string;
+  gname: string;
+}
+
+/** Decodes and checksums one ustar block. */
+export function decodeBlock(b: Buffer): RawHeader {
+  const stored = readNumber(b, 148, 8, "checksum");
+  let sum = 0;
+  for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : (b[i] as number);
+  if (sum !== stored) throw new TarFormatError("header checksum mismatch");
+  const magic = b.toString("ascii", 257, 263);
+  if (magic !== "ustar\u0000" && magic !== "ustar ") {
+    throw new TarFormatError("not a ustar/pax header");
+  }
+  const prefix = magic === "ustar\u0000" ? readCString(b, 345, 155) : "";
+  const name = readCString(b, 0, 100);
+  return {
+    typeflag: String.fromCharCode(b[156] as number),
+    name: prefix === "" ? name : `${prefix}/${name}`,
+    linkname: readCString(b, 157, 100),
+    mode: readNumber(b, 100, 8, "mode"),
+    uid: readNumber(b, 108, 8, "uid"),
+    gid: readNumber(b, 116, 8, "gid"),
+    size: readNumber(b, 124, 12, "size"),
+    mtime: readNumber(b, 136, 12, "mtime"),
+    uname: readCString(b, 265, 32),
+    gname: readCString(b, 297, 32),
+  };
+}
+
+/** Parses pax extended header records ("LEN key=value\n"). */
+export function parsePax(body: Buffer): Map<string, string> {
+  const out = new Map<string, string>();
+  let off = 0;
+  while (off < body.length) {
+    let sp = off;
+    while (sp < body.length && body[sp] !== 0x20) sp++;
+    const lenText = body.toString("ascii", off, sp);
+    if (!/^[1-9][0-9]{0,8}$/.test(lenText)) throw new TarFormatError("bad pax record length");
+    const len = Number(lenText);
+    const end = off + len;
+    if (end > body.length || body[end - 1] !== 0x0a) throw new TarFormatError("bad pax record");
+    let record: string;
+    try {
+      record = utf8.decode(body.subarray(sp + 1, end - 1));
+    } catch {
+      throw new TarFormatError("pax record is not valid UTF-8");
+    }
+    const eq = record.indexOf("=");
+    if (eq <= 0) throw new TarFormatError("bad pax record");
+    out.set(record.slice(0, eq), record.slice(eq + 1));
+    off = end;
+  }
+  return out;
+}
+
+const TYPES: Record<string, EntryType> = {
+  "0": "file",
+  "\u0000": "file",
+  "7": "file",
+  "1": "hardlink",
+  "2": "symlink",
+  "3": "char",
+  "4": "block",
+  "5": "dir",
+  "6": "fifo",
+};
+
+function paxInt(v: string, field: string): number {
+  if (!/^[0-9]{1,16}$/.test(v)) throw new TarFormatError(`bad pax ${field}`);
+  const n = Number(v);
+  if (!Number.isSafeInteger(n)) throw new TarFormatError(`pax ${field} is too large`);
+  return n;
+}
+
+/** Combines a ustar block with the pax records that preceded it into one header. */
+export function resolveHeader(raw: RawHeader, pax: Map<string, string> | undefined): TarHeader {
+  const type = TYPES[raw.typeflag];
+  if (type === undefined) {
+    throw new TarFormatError(`unsupported entry type ${JSON.stringify(raw.typeflag)}`);
+  }
+  const h: TarHeader = {
+    path: raw.name,
+    type,
+    mode: raw.mode & 0o7777,
+    uid: raw.uid,
+    gid: raw.gid,
+    uname: raw.uname,
+    gname: raw.gname,
+    size: raw.size,
+    mtimeSec: raw.mtime,
+    mtimeNsec: 0,
+    linkpath: raw.linkname,
+  };
+  if (pax !== undefined) {
+    for (const [k, v] of pax) {
+      switch (k) {
+        case "path":
+          h.path = v;
+          break;
+        case "linkpath":
+          h.linkpath = v;
+          break;
+        case "size":
+          h.size = paxInt(v, k);
+          break;
+        case "uid":
+          h.uid = paxInt(v, k);
+          break;
+        case "gid":
+          h.gid = paxInt(v, k);
+          break;
+        case "uname":
+          h.uname = v;
+          break;
+        case "gname":
+          h.gname = v;
+          break;
+        case "mtime": {
+          const m = /^(-?[0-9]{1,16})(?:\.([0-9]{1,9})[0-9]*)?$/.exec(v);
+          if (m === null) throw new TarFormatError("bad pax mtime");
+          h.mtimeSec = Number(m[1]);
+          h.mtimeNsec = m[2] === undefined ? 0 : Number(m[2].padEnd(9, "0"));
+          break;
+        }
+        default:
+          // atime, ctime, comment, SCHILY.*, LIBARCHIVE.* and friends carry nothing Ferry uses.
+          break;
+      }
+    }
+  }
+  if (type !== "file" && h.size !== 0) throw new TarFormatError("a non-file entry carries data");
+  return h;
+}

@@ -1,0 +1,282 @@
+/**
+ * The Linux system calls Node does not expose, bound with koffi.
+ *
+ * Everything here is synchronous and cheap (metadata calls); bulk I/O goes through Node's
+ * own `fs` functions on the descriptors these calls return. Every call returns plain
+ * values or throws a `SysError` carrying errno, so callers never see -1.
+ *
+ * Only Linux is supported: openat2 (5.6+) is the foundation of every filesystem rule in
+ * DESIGN.md, and there is no safe fallback for kernels without it.
+ */
+import koffi from "koffi";
+
+const libc = koffi.load("libc.so.6");
+
+export class SysError extends Error {
+  constructor(
+    readonly syscall: string,
+    readonly errno: number,
+    readonly errnoName: string,
+    readonly target?: string,
+  ) {
+    super(`${syscall}${target === undefined ? "" : ` ${JSON.stringify(target)}`}: ${errnoName}`);
+    this.name = "SysError";
+  }
+}
+
+const errnoNames = new Map<number, string>();
+for (const [name, value] of Object.entries(koffi.os.errno)) {
+  if (!errnoNames.has(value)) errnoNames.set(value, name);
+}
+
+export const E = koffi.os.errno as Record<string, number>;
+
+function fail(syscall: string, target?: string): never {
+  const errno = koffi.errno();
+  throw new SysError(syscall, errno, errnoNames.get(errno) ?? `errno ${errno}`, target);
+}
+
+// --- constants (Linux, identical on x86_64 and aarch64) ---------------------------------
+
+export const O_RDONLY = 0;
+export const O_WRONLY = 0o1;
+export const O_RDWR = 0o2;
+export const O_CREAT = 0o100;
+export const O_EXCL = 0o200;
+export const O_NOCTTY = 0o400;
+export const O_TRUNC = 0o1000;
+export const O_NONBLOCK = 0o4000;
+export const O_DIRECTORY = 0o200000;
+export const O_NOFOLLOW = 0o400000;
+export const O_CLOEXEC = 0o2000000;
+export const O_PATH = 0o10000000;
+
+export const RESOLVE_NO_XDEV = 0x01;
+export const RESOLVE_NO_MAGICLINKS = 0x02;
+export const RESOLVE_NO_SYMLINKS = 0x04;
+export const RESOLVE_BENEATH = 0x08;
+
+export const AT_FDCWD = -100;
+export const AT_SYMLINK_NOFOLLOW = 0x100;
+export const AT_REMOVEDIR = 0x200;
+export const AT_EMPTY_PATH = 0x1000;
+
+export const RENAME_NOREPLACE = 1;
+export const RENAME_EXCHANGE = 2;
+
+export const S_IFMT = 0o170000;
+export const S_IFSOCK = 0o140000;
+export const S_IFLNK = 0o120000;
+export const S_IFREG = 0o100000;
+export const S_IFBLK = 0o060000;
+export const S_IFDIR = 0o040000;
+export const S_IFCHR = 0o020000;
+export const S_IFIFO = 0o010000;
+
+const SOL_SOCKET = 1;
+const SO_PEERCRED = 17;
+const SYS_openat2 = 437;
+const STATX_BASIC_STATS = 0x7ff;
+
+// --- bindings ----------------------------------------------------------------------------
+
+const c = {
+  syscall: libc.func("long syscall(long number, ...)"),
+  getsockopt: libc.func("int getsockopt(int, int, int, _Inout_ void *, _Inout_ uint32_t *)"),
+  statx: libc.func("int statx(int, const char *, int, uint32_t, _Inout_ void *)"),
+  getdents64: libc.func("intptr_t getdents64(int, _Inout_ void *, size_t)"),
+  readlinkat: libc.func("intptr_t readlinkat(int, const char *, _Inout_ void *, size_t)"),
+  mkdirat: libc.func("int mkdirat(int, const char *, uint32_t)"),
+  symlinkat: libc.func("int symlinkat(const char *, int, const char *)"),
+  linkat: libc.func("int linkat(int, const char *, int, const char *, int)"),
+  unlinkat: libc.func("int unlinkat(int, const char *, int)"),
+  renameat2: libc.func("int renameat2(int, const char *, int, const char *, uint32_t)"),
+  fchownat: libc.func("int fchownat(int, const char *, uint32_t, uint32_t, int)"),
+  socketpair: libc.func("int socketpair(int, int, int, _Out_ int *sv)"),
+  close: libc.func("int close(int)"),
+};
+
+// --- peer credentials -------------------------------------------------------------------
+
+export interface PeerCred {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+/** getsockopt(SO_PEERCRED) on a connected Unix socket. Throws on any failure. */
+export function getPeerCred(fd: number): PeerCred {
+  if (!Number.isInteger(fd) || fd < 0) throw new SysError("getsockopt", E.EBADF ?? 9, "EBADF");
+  const buf = Buffer.alloc(12);
+  const len = [12];
+  if (c.getsockopt(fd, SOL_SOCKET, SO_PEERCRED, buf, len) !== 0) fail("getsockopt");
+  if (len[0] !== 12) throw new SysError("getsockopt", E.EINVAL ?? 22, "EINVAL");
+  return { pid: buf.readInt32LE(0), uid: buf.readUInt32LE(4), gid: buf.readUInt32LE(8) };
+}
+
+// --- openat2 ----------------------------------------------------------------------------
+
+/** openat2(2): resolve `path` relative to `dirfd` under the given RESOLVE_* rules. */
+export function openat2(
+  dirfd: number,
+  path: string,
+  flags: number,
+  mode: number,
+  resolve: number,
+): number {
+  const how = Buffer.alloc(24);
+  how.writeBigUInt64LE(BigInt(flags), 0);
+  how.writeBigUInt64LE(BigInt(mode), 8);
+  how.writeBigUInt64LE(BigInt(resolve), 16);
+  for (;;) {
+    const fd = Number(
+      c.syscall(SYS_openat2, "int", dirfd, "str", path, "void *", how, "size_t", 24),
+    );
+    if (fd >= 0) return fd;
+    // EAGAIN: the kernel saw a concurrent rename and refuses to guess; asking again is safe.
+    if (koffi.errno() === E.EAGAIN) continue;
+    fail("openat2", path);
+  }
+}
+
+// --- statx ------------------------------------------------------------------------------
+
+export interface Stat {
+  mode: number; // type and permission bits
+  uid: number;
+  gid: number;
+  nlink: number;
+  ino: bigint;
+  dev: string; // "major:minor"
+  size: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+  rdevMajor: number;
+  rdevMinor: number;
+}
+
+function decodeStatx(b: Buffer): Stat {
+  return {
+    nlink: b.readUInt32LE(16),
+    uid: b.readUInt32LE(20),
+    gid: b.readUInt32LE(24),
+    mode: b.readUInt16LE(28),
+    ino: b.readBigUInt64LE(32),
+    size: Number(b.readBigUInt64LE(40)),
+    mtimeSec: Number(b.readBigInt64LE(112)),
+    mtimeNsec: b.readUInt32LE(120),
+    rdevMajor: b.readUInt32LE(128),
+    rdevMinor: b.readUInt32LE(132),
+    dev: `${b.readUInt32LE(136)}:${b.readUInt32LE(140)}`,
+  };
+}
+
+/** fstatat without following a final symlink; `name` must be a single component. */
+export function statAt(dirfd: number, name: string): Stat {
+  const b = Buffer.alloc(256);
+  if (c.statx(dirfd, name, AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, b) !== 0) fail("statx", name);
+  return decodeStatx(b);
+}
+
+/** fstat of an open descriptor (also works for O_PATH descriptors). */
+export function statFd(fd: number): Stat {
+  const b = Buffer.alloc(256);
+  if (c.statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, b) !== 0) {
+    fail("statx");
+  }
+  return decodeStatx(b);
+}
+
+// --- directory listing ------------------------------------------------------------------
+
+export interface Dirent {
+  name: Buffer; // raw bytes: Linux names need not be UTF-8
+  type: number; // DT_* (0 = unknown)
+}
+
+export const DT_DIR = 4;
+export const DT_REG = 8;
+export const DT_LNK = 10;
+
+/** All entries of the directory open at `fd` except `.` and `..`, via getdents64. */
+export function readDir(fd: number): Dirent[] {
+  const out: Dirent[] = [];
+  const buf = Buffer.alloc(64 * 1024);
+  for (;;) {
+    const n = Number(c.getdents64(fd, buf, buf.length));
+    if (n < 0) fail("getdents64");
+    if (n === 0) return out;
+    let off = 0;
+    while (off < n) {
+      const reclen = buf.readUInt16LE(off + 16);
+      const type = buf.readUInt8(off + 18);
+      const nameStart = off + 19;
+      let nameEnd = nameStart;
+      while (nameEnd < off + reclen && buf[nameEnd] !== 0) nameEnd++;
+      const name = Buffer.from(buf.subarray(nameStart, nameEnd));
+      off += reclen;
+      if ((name.length === 1 && name[0] === 0x2e) || (name.length === 2 && name.equals(DOTDOT))) {
+        continue;
+      }
+      out.push({ name, type });
+    }
+  }
+}
+const DOTDOT = Buffer.from("..");
+
+// --- links, directories, renames, owners ------------------------------------------------
+
+/** readlinkat: the target text of the symlink `name` in `dirfd`, as raw bytes. */
+export function readLinkAt(dirfd: number, name: string): Buffer {
+  const buf = Buffer.alloc(4097);
+  const n = Number(c.readlinkat(dirfd, name, buf, buf.length));
+  if (n < 0) fail("readlinkat", name);
+  if (n >= buf.length) throw new SysError("readlinkat", E.ENAMETOOLONG ?? 36, "ENAMETOOLONG", name);
+  return Buffer.from(buf.subarray(0, n));
+}
+
+export function mkdirAt(dirfd: number, name: string, mode: number): void {
+  if (c.mkdirat(dirfd, name, mode) !== 0) fail("mkdirat", name);
+}
+
+export function symlinkAt(target: string, dirfd: number, name: string): void {
+  if (c.symlinkat(target, dirfd, name) !== 0) fail("symlinkat", name);
+}
+
+/** linkat without AT_SYMLINK_FOLLOW: links exactly the inode named, never a link's target. */
+export function linkAt(oldDirfd: number, oldName: string, newDirfd: number, newName: string): void {
+  if (c.linkat(oldDirfd, oldName, newDirfd, newName, 0) !== 0) fail("linkat", newName);
+}
+
+export function unlinkAt(dirfd: number, name: string, removeDir: boolean): void {
+  if (c.unlinkat(dirfd, name, removeDir ? AT_REMOVEDIR : 0) !== 0) fail("unlinkat", name);
+}
+
+export function renameAt2(
+  oldDirfd: number,
+  oldName: string,
+  newDirfd: number,
+  newName: string,
+  flags: number,
+): void {
+  if (c.renameat2(oldDirfd, oldName, newDirfd, newName, flags) !== 0) fail("renameat2", newName);
+}
+
+/** lchown relative to a directory descriptor (never follows a symlink). */
+export function lchownAt(dirfd: number, name: string, uid: number, gid: number): void {
+  if (c.fchownat(dirfd, name, uid, gid, AT_SYMLINK_NOFOLLOW) !== 0) fail("fchownat", name);
+}
+
+export function closeFd(fd: number): void {
+  c.close(fd);
+}
+
+/** socketpair(AF_UNIX, SOCK_STREAM|SOCK_CLOEXEC): two connected descriptors. */
+export function socketPair(): [number, number] {
+  const sv = [0, 0];
+  const AF_UNIX = 1;
+  const SOCK_STREAM = 1;
+  const SOCK_CLOEXEC = 0o2000000;
+  if (c.socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) !== 0) fail("socketpair");
+  return [sv[0] as number, sv[1] as number];
+}

@@ -1,0 +1,63 @@
+/**
+ * Becoming the service user: when ferryd is started as root with `--user NAME`, it replaces
+ * itself (execve, same pid) with `setpriv`, which switches to NAME's uid, gid and groups,
+ * keeps exactly the service capabilities as ambient capabilities (so they survive the exec
+ * back into Node), drops every other capability from the bounding set and sets
+ * no_new_privs. The result is a process with the backup user's identity and root's
+ * operating rights for files — and nothing else.
+ */
+import { existsSync } from "node:fs";
+import koffi from "koffi";
+import { SERVICE_CAPS } from "../core/caps.js";
+import { FerryError } from "../core/errors.js";
+import type { UserInfo } from "../core/users.js";
+
+const libc = koffi.load("libc.so.6");
+const execve = libc.func("int execve(const char *, const char **, const char **)");
+
+export const DROPPED_ENV = "FERRYD_DROPPED";
+
+export function findSetpriv(): string {
+  for (const p of ["/usr/bin/setpriv", "/bin/setpriv", "/usr/sbin/setpriv"]) {
+    if (existsSync(p)) return p;
+  }
+  throw new FerryError(
+    "PRIVILEGE_SETUP_FAILED",
+    "setpriv (util-linux) is not installed; ferryd needs it to switch to the service user",
+  );
+}
+
+/** argv for setpriv that runs `command` as `user` with the given capabilities kept. */
+export function setprivArgs(user: UserInfo, caps: readonly string[], command: string[]): string[] {
+  const list = caps.map((c) => `+${c}`).join(",");
+  const keep = list === "" ? "-all" : `-all,${list}`;
+  return [
+    `--reuid=${user.uid}`,
+    `--regid=${user.gid}`,
+    "--init-groups",
+    `--inh-caps=${keep}`,
+    `--ambient-caps=${keep}`,
+    `--bounding-set=${keep}`,
+    "--nnp",
+    "--",
+    ...command,
+  ];
+}
+
+/** Replaces this process with ferryd running as `user`; returns only on failure. */
+export function execAsServiceUser(user: UserInfo, ferrydArgs: string[]): never {
+  const setpriv = findSetpriv();
+  const argv = [
+    setpriv,
+    ...setprivArgs(user, SERVICE_CAPS, [process.execPath, ...process.execArgv, ...ferrydArgs]),
+  ];
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
+  Object.assign(env, { [DROPPED_ENV]: "1", HOME: user.home, USER: user.name, LOGNAME: user.name });
+  const envp = Object.entries(env).map(([k, v]) => `${k}=${v}`);
+  execve(setpriv, [...argv, null], [...envp, null]);
+  throw new FerryError(
+    "PRIVILEGE_SETUP_FAILED",
+    `could not execute ${setpriv} (errno ${koffi.errno()}) to switch to user ${user.name}`,
+  );
+}

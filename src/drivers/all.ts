@@ -1,0 +1,20 @@
+/**
+ * The one registration list of drivers. Adding a driver means adding it here; a second
+ * registration of the same name is a programming error and throws at start-up.
+ */
+import { filesDriver } from "./files/index.js";
+import type { Driver } from "./types.js";
+
+// biome-ignore lint/suspicious/noExplicitAny: each driver carries its own config type
+const registered: Driver<any>[] = [filesDriver];
+
+// biome-ignore lint/suspicious/noExplicitAny: see above
+export const drivers: ReadonlyMap<string, Driver<any>> = (() => {
+  // biome-ignore lint/suspicious/noExplicitAny: see above
+  const map = new Map<string, Driver<any>>();
+  for (const d of registered) {
+    if (map.has(d.name)) throw new Error(`driver ${d.name} is registered twice`);
+    map.set(d.name, d);
+  }
+  return map;
+})();

@@ -1,0 +1,55 @@
+import { posix } from "node:path";
+import { z } from "zod";
+import { lookupGroupId, lookupUser } from "../../core/users.js";
+
+const absolutePath = z
+  .string()
+  .refine((p) => p.startsWith("/"), { message: "must be an absolute path" })
+  .refine((p) => !p.includes("\0"), { message: "must not contain NUL" })
+  .refine((p) => p === "/" || posix.normalize(p).replace(/\/$/, "") === p.replace(/\/$/, ""), {
+    message: "must be a normalised path (no '.', '..' or '//')",
+  })
+  .refine((p) => p !== "/", { message: "the root directory cannot be an application's data" })
+  .transform((p) => p.replace(/\/+$/, ""));
+
+export const filesSchema = z
+  .strictObject({
+    driver: z.literal("files"),
+    paths: z.array(absolutePath).min(1, { message: "must list at least one directory" }),
+    owner: z.string().min(1),
+    group: z.string().min(1).optional(),
+    restore: z.boolean().default(false),
+  })
+  .superRefine((c, ctx) => {
+    if (lookupUser(c.owner) === undefined) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["owner"],
+        message: `no such user ${JSON.stringify(c.owner)}`,
+      });
+    }
+    if (c.group !== undefined && lookupGroupId(c.group) === undefined) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["group"],
+        message: `no such group ${JSON.stringify(c.group)}`,
+      });
+    }
+    const seen = new Set<string>();
+    c.paths.forEach((p, i) => {
+      for (const q of seen) {
+        if (p === q || p.startsWith(`${q}/`) || q.startsWith(`${p}/`)) {
+          ctx.addIssue({ code: "custom", path: ["paths", i], message: `overlaps ${q}` });
+        }
+      }
+      seen.add(p);
+    });
+  })
+  .transform((c) => {
+    const user = lookupUser(c.owner);
+    const uid = user?.uid ?? -1;
+    const gid = c.group === undefined ? (user?.gid ?? -1) : (lookupGroupId(c.group) ?? -1);
+    return { ...c, uid, gid };
+  });
+
+export type FilesConfig = z.output<typeof filesSchema>;

@@ -1,0 +1,64 @@
+/**
+ * The `files` driver: one or more directory trees of an application, archived as
+ * `data/<index of the path in the config>/…` with owners, modes, times, symlinks (never
+ * followed) and hardlinks.
+ */
+import { closeSync } from "node:fs";
+import type { ArchiveEntry } from "../../core/archive/writer.js";
+import { explain, openRoot } from "../../core/safe-fs.js";
+import type { Driver, DriverContext } from "../types.js";
+import { type FilesConfig, filesSchema } from "./config.js";
+import { readEntries } from "./read.js";
+import { type PlannedEntry, walkRoot } from "./walk.js";
+
+function* walkAll(config: FilesConfig, ctx: DriverContext): Generator<PlannedEntry> {
+  const links = new Map<string, string>();
+  for (const [i, path] of config.paths.entries()) {
+    const fd = openRoot(path);
+    try {
+      yield* walkRoot(fd, `data/${i}/`, ctx.warnings, links);
+    } finally {
+      closeSync(fd);
+    }
+  }
+}
+
+export const filesDriver: Driver<FilesConfig> = {
+  name: "files",
+  type: "files.v1",
+  version: 1,
+  schema: filesSchema,
+
+  async describe(config) {
+    return {
+      paths: config.paths.map((path, index) => ({ index, path, archive_prefix: `data/${index}/` })),
+      owner: config.owner,
+      uid: config.uid,
+      gid: config.gid,
+    };
+  },
+
+  async health(config) {
+    const problems: string[] = [];
+    for (const path of config.paths) {
+      try {
+        closeSync(openRoot(path));
+      } catch (err) {
+        problems.push(err instanceof Error ? err.message : explain(err));
+      }
+    }
+    return problems.length === 0
+      ? { ok: true, message: `${config.paths.length} path(s) readable` }
+      : { ok: false, message: problems.join("; ") };
+  },
+
+  manifest(config) {
+    return { paths: config.paths, owner: config.owner };
+  },
+
+  backup(config, ctx): AsyncIterable<ArchiveEntry> {
+    // Open every root first, so an unreadable path fails the request before any byte is sent.
+    for (const path of config.paths) closeSync(openRoot(path));
+    return readEntries(walkAll(config, ctx), ctx.warnings, ctx.signal);
+  },
+};

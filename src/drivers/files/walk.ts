@@ -1,0 +1,189 @@
+/**
+ * Walks one application root with held directory descriptors.
+ *
+ * For every name in a directory: statx it (no follow), then open it with
+ * openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS) from the parent's descriptor and fstat what
+ * was opened. The fstat result is authoritative: if the application's user swapped the
+ * name for a symlink between the two calls the open fails (ELOOP) and the entry is skipped
+ * with a warning; if it swapped in another directory or file, that object is what gets
+ * read — it is, by construction, inside the root. Nothing outside the root is ever opened.
+ *
+ * Output order is deterministic: depth-first, names sorted bytewise.
+ */
+import { closeSync } from "node:fs";
+import type { TarHeader } from "../../core/archive/tar.js";
+import { explain, openDirBeneath, openFileBeneath } from "../../core/safe-fs.js";
+import {
+  readDir,
+  readLinkAt,
+  S_IFBLK,
+  S_IFCHR,
+  S_IFDIR,
+  S_IFIFO,
+  S_IFLNK,
+  S_IFMT,
+  S_IFREG,
+  S_IFSOCK,
+  type Stat,
+  statAt,
+  statFd,
+} from "../../core/sys.js";
+import { groupName, userName } from "../../core/users.js";
+
+/** An entry to write: a header, and for regular files an open descriptor to read. */
+export interface PlannedEntry {
+  header: TarHeader;
+  fd?: number;
+}
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+function header(path: string, st: Stat, type: TarHeader["type"], linkpath = ""): TarHeader {
+  return {
+    path,
+    type,
+    mode: st.mode & 0o7777,
+    uid: st.uid,
+    gid: st.gid,
+    uname: userName(st.uid),
+    gname: groupName(st.gid),
+    size: type === "file" ? st.size : 0,
+    mtimeSec: st.mtimeSec,
+    mtimeNsec: st.mtimeNsec,
+    linkpath,
+  };
+}
+
+interface Frame {
+  fd: number;
+  path: string; // archive path of this directory, ending in "/"
+  names: string[];
+  next: number;
+}
+
+/**
+ * Yields the root directory itself, then everything below it. `links` maps dev:ino of
+ * multiply-linked files to the archive path of their first occurrence (shared across
+ * roots so hardlinks between declared paths are kept too). Descriptors of directories are
+ * closed as the walk leaves them, also when the consumer stops early.
+ */
+export function* walkRoot(
+  rootFd: number,
+  prefix: string,
+  warnings: string[],
+  links: Map<string, string>,
+): Generator<PlannedEntry> {
+  const rootStat = statFd(rootFd);
+  yield { header: header(prefix, rootStat, "dir") };
+  const stack: Frame[] = [
+    { fd: rootFd, path: prefix, names: listNames(rootFd, prefix, warnings), next: 0 },
+  ];
+  try {
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1] as Frame;
+      if (top.next >= top.names.length) {
+        stack.pop();
+        if (top.fd !== rootFd) closeSync(top.fd);
+        continue;
+      }
+      const name = top.names[top.next++] as string;
+      const path = top.path + name;
+      let st: Stat;
+      try {
+        st = statAt(top.fd, name);
+      } catch (err) {
+        warnings.push(`${path}: skipped, ${explain(err)}`);
+        continue;
+      }
+      switch (st.mode & S_IFMT) {
+        case S_IFDIR: {
+          let fd: number;
+          try {
+            fd = openDirBeneath(top.fd, name);
+          } catch (err) {
+            warnings.push(`${path}/: skipped, it changed while being read (${explain(err)})`);
+            continue;
+          }
+          const opened = statFd(fd);
+          yield { header: header(`${path}/`, opened, "dir") };
+          stack.push({ fd, path: `${path}/`, names: listNames(fd, `${path}/`, warnings), next: 0 });
+          break;
+        }
+        case S_IFREG: {
+          let fd: number;
+          try {
+            fd = openFileBeneath(top.fd, name);
+          } catch (err) {
+            warnings.push(`${path}: skipped, it changed while being read (${explain(err)})`);
+            continue;
+          }
+          const opened = statFd(fd);
+          if ((opened.mode & S_IFMT) !== S_IFREG) {
+            closeSync(fd);
+            warnings.push(`${path}: skipped, it was replaced by a non-file while being read`);
+            continue;
+          }
+          if (opened.nlink > 1) {
+            const key = `${opened.dev}:${opened.ino}`;
+            const first = links.get(key);
+            if (first !== undefined) {
+              closeSync(fd);
+              yield { header: header(path, opened, "hardlink", first) };
+              continue;
+            }
+            links.set(key, path);
+          }
+          yield { header: header(path, opened, "file"), fd };
+          break;
+        }
+        case S_IFLNK: {
+          let target: string;
+          try {
+            target = utf8.decode(readLinkAt(top.fd, name));
+          } catch (err) {
+            warnings.push(`${path}: skipped symlink (${explain(err)})`);
+            continue;
+          }
+          yield { header: header(path, st, "symlink", target) };
+          break;
+        }
+        case S_IFSOCK:
+        case S_IFIFO:
+        case S_IFCHR:
+        case S_IFBLK:
+          warnings.push(`${path}: skipped, ${describeSpecial(st.mode)} are not backed up`);
+          break;
+        default:
+          warnings.push(`${path}: skipped, unknown file type`);
+      }
+    }
+  } finally {
+    for (const f of stack) if (f.fd !== rootFd) closeSync(f.fd);
+  }
+}
+
+function describeSpecial(mode: number): string {
+  switch (mode & S_IFMT) {
+    case S_IFSOCK:
+      return "sockets";
+    case S_IFIFO:
+      return "FIFOs";
+    default:
+      return "device nodes";
+  }
+}
+
+/** Names of a directory, sorted bytewise; names that are not UTF-8 are skipped with a warning. */
+function listNames(fd: number, path: string, warnings: string[]): string[] {
+  const raw = readDir(fd);
+  raw.sort((a, b) => Buffer.compare(a.name, b.name));
+  const names: string[] = [];
+  for (const d of raw) {
+    try {
+      names.push(utf8.decode(d.name));
+    } catch {
+      warnings.push(`${path}${d.name.toString("latin1")}: skipped, its name is not valid UTF-8`);
+    }
+  }
+  return names;
+}
