@@ -6,7 +6,7 @@
  * writable by ferryd's own uid (`assertConfigSafe`): otherwise the backup software, which
  * runs as that uid, could declare /etc as an application and read it through ferryd.
  */
-import { accessSync, closeSync, constants, fstatSync, openSync, readFileSync } from "node:fs";
+import { accessSync, closeSync, constants, fstatSync, openSync, readFileSync, statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { parse, TomlError } from "smol-toml";
 import { z } from "zod";
@@ -185,16 +185,12 @@ export function loadConfig(file: string): Config {
  */
 export function assertConfigSafe(file: string, uid: number): void {
   let p = resolve(file);
+  let childOwner: number | undefined;
   for (;;) {
-    let owner: number;
+    let st: ReturnType<typeof statSync>;
     let writable = false;
     try {
-      const fd = openSync(p, "r");
-      try {
-        owner = fstatSync(fd).uid;
-      } finally {
-        closeSync(fd);
-      }
+      st = statSync(p);
       try {
         accessSync(p, constants.W_OK);
         writable = true;
@@ -206,15 +202,18 @@ export function assertConfigSafe(file: string, uid: number): void {
         cause: err,
       });
     }
-    if (owner === uid || writable) {
+    // A sticky directory (like /tmp) lets others create entries but not replace ours.
+    const stickyShield = st.isDirectory() && (st.mode & 0o1000) !== 0 && childOwner !== uid;
+    if (st.uid === uid || (writable && !stickyShield)) {
       throw new FerryError(
         "CONFIG_UNSAFE",
-        `${p} is ${owner === uid ? "owned" : "writable"} by ferryd's own uid ${uid}; ` +
+        `${p} is ${st.uid === uid ? "owned" : "writable"} by ferryd's own uid ${uid}; ` +
           "the backup user could then declare any path as an application. " +
           "Make the config and its directories root-owned and not writable by that user.",
       );
     }
     if (p === "/") return;
+    childOwner = st.uid;
     p = dirname(p);
   }
 }

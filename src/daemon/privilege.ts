@@ -14,6 +14,8 @@ import type { UserInfo } from "../core/users.js";
 
 const libc = koffi.load("libc.so.6");
 const execve = libc.func("int execve(const char *, const char **, const char **)");
+const fcntl = libc.func("int fcntl(int, int, ...)");
+const F_SETFD = 2;
 
 export const DROPPED_ENV = "FERRYD_DROPPED";
 
@@ -55,6 +57,8 @@ export function execAsServiceUser(user: UserInfo, ferrydArgs: string[]): never {
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
   Object.assign(env, { [DROPPED_ENV]: "1", HOME: user.home, USER: user.name, LOGNAME: user.name });
   const envp = Object.entries(env).map(([k, v]) => `${k}=${v}`);
+  // Node marks its inherited stdio close-on-exec at start-up; the new image needs them.
+  for (const fd of [0, 1, 2]) fcntl(fd, F_SETFD, "int", 0);
   execve(setpriv, [...argv, null], [...envp, null]);
   throw new FerryError(
     "PRIVILEGE_SETUP_FAILED",
