@@ -11,8 +11,19 @@
  *   resource (descriptors, child processes) when its iterator is returned early. It is
  *   never retried by ferryd: a failed backup is reported and the archive is left without
  *   its end record.
+ * - `restore` (optional: a driver without it cannot restore) is called once per restore
+ *   request, after the manifest was checked to name this app and driver. It returns a
+ *   session that receives the payload entries as the archive streams in. The session must
+ *   not touch the live data until `commit`, which ferryd calls only after the archive's
+ *   end record has verified (entry count, length, SHA-256). `commit` makes the restored
+ *   data live atomically (or as close as the application allows, documented per driver).
+ *   `abort` is called instead of `commit` on any failure (bad archive, client gone,
+ *   cancel, a throw from any session method) and must leave the live data exactly as it
+ *   was and remove all staging. Exactly one of commit/abort is called; neither is retried.
  */
 import type { z } from "zod";
+import type { Manifest } from "../api/types.js";
+import type { TarHeader } from "../core/archive/tar.js";
 import type { ArchiveEntry } from "../core/archive/writer.js";
 
 export interface DriverContext {
@@ -20,6 +31,31 @@ export interface DriverContext {
   signal: AbortSignal;
   /** Non-fatal problems (skipped sockets, files that changed size); end up in the end record. */
   warnings: string[];
+}
+
+export interface RestoreContext extends DriverContext {
+  /** The archive's manifest (already checked: format, app, driver). */
+  manifest: Manifest;
+  /** ferryd's state directory (restore journal, bookkeeping). */
+  stateDir: string;
+}
+
+export interface RestoreResult {
+  entries: number;
+  bytes: number;
+}
+
+export interface RestoreSession {
+  /** Start of a payload entry (paths are archive paths, e.g. "data/0/a.txt"). */
+  entry(h: TarHeader): Promise<void>;
+  /** A chunk of the current entry's body (may be called many times, never for size 0). */
+  data(chunk: Buffer): Promise<void>;
+  /** The current entry is complete. */
+  entryEnd(h: TarHeader): Promise<void>;
+  /** The archive verified: make the restored data live. */
+  commit(): Promise<RestoreResult>;
+  /** Something failed: discard everything staged; the live data must be as it was. */
+  abort(reason: unknown): Promise<void>;
 }
 
 export interface Health {
@@ -39,6 +75,7 @@ export interface Driver<C = unknown> {
   /** Driver-specific manifest fields. */
   manifest(config: C): Record<string, unknown>;
   backup(config: C, ctx: DriverContext): AsyncIterable<ArchiveEntry>;
+  restore?(config: C, ctx: RestoreContext): Promise<RestoreSession>;
 }
 
 /** Keys every application table may have, whatever its driver. */
