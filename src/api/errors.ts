@@ -112,6 +112,17 @@ export const ERRORS = {
     exit: "failure",
     description: "The payload's SHA-256, length or entry count differs from the end record.",
   },
+  HELPER_FAILED: {
+    status: 502,
+    exit: "failure",
+    description:
+      "A helper program (dump tool, command, hook) could not start, exited non-zero or produced no data; the message carries its stderr.",
+  },
+  HELPER_TIMEOUT: {
+    status: 504,
+    exit: "failure",
+    description: "A helper program ran past the application's `timeout` and was killed.",
+  },
   CANCELLED: { status: 499, exit: "failure", description: "The work was cancelled." },
   INTERNAL: {
     status: 500,

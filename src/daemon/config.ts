@@ -6,7 +6,15 @@
  * writable by ferryd's own uid (`assertConfigSafe`): otherwise the backup software, which
  * runs as that uid, could declare /etc as an application and read it through ferryd.
  */
-import { accessSync, closeSync, constants, fstatSync, openSync, readFileSync, statSync } from "node:fs";
+import {
+  accessSync,
+  closeSync,
+  constants,
+  fstatSync,
+  openSync,
+  readFileSync,
+  statSync,
+} from "node:fs";
 import { dirname, resolve } from "node:path";
 import { parse, TomlError } from "smol-toml";
 import { z } from "zod";
