@@ -86,7 +86,7 @@ async function main(): Promise<number> {
 
   const caps = readCaps();
   const privileged = uid === 0 || caps.effective.length > 0;
-  if (privileged && uid !== 0) assertConfigSafe(configPath, uid);
+  if (privileged && uid !== 0) assertConfigSafe(configPath, uid, process.getgroups?.() ?? []);
   const config = loadConfig(configPath);
   const log = createLogger("ferryd");
   const me = lookupUid(uid);

@@ -188,29 +188,27 @@ export function loadConfig(file: string): Config {
 
 /**
  * Refuses a config that ferryd's own uid could change: the file, or any directory above
- * it, owned by that uid or writable by it. `access(2)` checks with the real uid and
- * without capabilities, which is exactly "could the backup software write this".
+ * it, owned by that uid or writable by it through its owner, group or other bits. A
+ * sticky directory (like /tmp) is fine when the entry below it is not the uid's own: others
+ * may create names there but cannot replace ours. (POSIX ACLs are not consulted; keep the
+ * config's directories free of ACLs granting the backup user write access.)
  */
-export function assertConfigSafe(file: string, uid: number): void {
+export function assertConfigSafe(file: string, uid: number, gids: readonly number[]): void {
   let p = resolve(file);
   let childOwner: number | undefined;
   for (;;) {
     let st: ReturnType<typeof statSync>;
-    let writable = false;
     try {
       st = statSync(p);
-      try {
-        accessSync(p, constants.W_OK);
-        writable = true;
-      } catch {
-        writable = false;
-      }
     } catch (err) {
       throw new FerryError("CONFIG_INVALID", `cannot check ${p}: ${(err as Error).message}`, {
         cause: err,
       });
     }
-    // A sticky directory (like /tmp) lets others create entries but not replace ours.
+    const writable =
+      (st.uid === uid && (st.mode & 0o200) !== 0) ||
+      (gids.includes(st.gid) && (st.mode & 0o020) !== 0) ||
+      (st.mode & 0o002) !== 0;
     const stickyShield = st.isDirectory() && (st.mode & 0o1000) !== 0 && childOwner !== uid;
     if (st.uid === uid || (writable && !stickyShield)) {
       throw new FerryError(

@@ -1,0 +1,88 @@
+/**
+ * Running Ferry's programs in tests as real processes, optionally as another OS user
+ * (through setpriv, with no capabilities), and collecting their output.
+ */
+import { execFileSync, spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+
+export const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
+export const FERRY = `${ROOT}dist/src/cli/ferry.js`;
+export const FERRYD = `${ROOT}dist/src/cli/ferryd.js`;
+
+export const isRoot = process.getuid?.() === 0;
+export const needsRoot = isRoot ? false : "needs root (creates users, drops privileges)";
+
+export interface TestUser {
+  name: string;
+  uid: number;
+  gid: number;
+}
+
+/** Creates (once) a system user for tests; root only. */
+export function ensureUser(name: string): TestUser {
+  try {
+    execFileSync("id", ["-u", name], { stdio: "ignore" });
+  } catch {
+    execFileSync("useradd", [
+      "--system",
+      "--no-create-home",
+      "--shell",
+      "/usr/sbin/nologin",
+      "--user-group",
+      name,
+    ]);
+  }
+  const uid = Number(execFileSync("id", ["-u", name]).toString().trim());
+  const gid = Number(execFileSync("id", ["-g", name]).toString().trim());
+  return { name, uid, gid };
+}
+
+/** argv prefix that runs a command as `user` with no capabilities at all. */
+export function asUser(user: TestUser | undefined, argv: string[]): string[] {
+  if (user === undefined) return argv;
+  return [
+    "setpriv",
+    `--reuid=${user.uid}`,
+    `--regid=${user.gid}`,
+    "--init-groups",
+    "--inh-caps=-all",
+    "--ambient-caps=-all",
+    "--",
+    ...argv,
+  ];
+}
+
+export interface RunResult {
+  code: number | null;
+  stdout: Buffer;
+  stderr: string;
+}
+
+export function run(
+  argv: string[],
+  opts: { user?: TestUser; env?: Record<string, string>; input?: Buffer; timeoutMs?: number } = {},
+): Promise<RunResult> {
+  const full = asUser(opts.user, argv);
+  return new Promise((resolve, reject) => {
+    const child = spawn(full[0] as string, full.slice(1), {
+      env: { ...process.env, ...opts.env },
+      stdio: ["pipe", "pipe", "pipe"],
+      timeout: opts.timeoutMs ?? 120_000,
+    });
+    const out: Buffer[] = [];
+    let err = "";
+    child.stdout.on("data", (d: Buffer) => out.push(d));
+    child.stderr.on("data", (d: Buffer) => {
+      err += d.toString();
+    });
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ code, stdout: Buffer.concat(out), stderr: err }));
+    child.stdin.on("error", () => {});
+    child.stdin.end(opts.input);
+  });
+}
+
+/** `ferry --socket SOCK ARGS…` as `user`. */
+export function ferry(socket: string, args: string[], opts: Parameters<typeof run>[1] = {}) {
+  return run([process.execPath, FERRY, "--socket", socket, ...args], opts);
+}
