@@ -3,10 +3,11 @@
  * registration of the same name is a programming error and throws at start-up.
  */
 import { filesDriver } from "./files/index.js";
+import { postgresDriver } from "./postgres/index.js";
 import type { Driver } from "./types.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: each driver carries its own config type
-const registered: Driver<any>[] = [filesDriver];
+const registered: Driver<any>[] = [filesDriver, postgresDriver];
 
 // biome-ignore lint/suspicious/noExplicitAny: see above
 export const drivers: ReadonlyMap<string, Driver<any>> = (() => {

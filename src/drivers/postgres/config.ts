@@ -1,0 +1,70 @@
+/**
+ * `[apps.NAME]` keys of the postgres driver:
+ *
+ * | key | default | meaning |
+ * |---|---|---|
+ * | `database` / `databases` / `all` | (one required) | what to dump: one database, a list, or every database that accepts connections (plus `pg_dumpall --globals-only`) |
+ * | `os_user` | `postgres` | the OS user pg_dump, pg_restore and psql run as (peer authentication) |
+ * | `host` | libpq's default | server host name, or the directory of its Unix socket |
+ * | `port` | libpq's default | server port (also names the Unix socket file) |
+ */
+import { z } from "zod";
+import type { HelperUser } from "../../core/spawn.js";
+import { commonKeys, type ResolvedHooks, resolveHooks, resolveRunUser } from "../common.js";
+
+/** PostgreSQL identifiers are at most 63 bytes (NAMEDATALEN - 1). */
+const dbName = z
+  .string()
+  .min(1)
+  .refine((s) => Buffer.byteLength(s) <= 63, { message: "must be at most 63 bytes" })
+  .refine((s) => !s.includes("\0"), { message: "must not contain NUL" });
+
+export const postgresSchema = z
+  .strictObject({
+    driver: z.literal("postgres"),
+    ...commonKeys,
+    database: dbName.optional(),
+    databases: z.array(dbName).min(1).optional(),
+    all: z.boolean().optional(),
+    os_user: z.string().min(1).default("postgres"),
+    host: z
+      .string()
+      .min(1)
+      .refine((s) => !s.includes("\0"), { message: "must not contain NUL" })
+      .optional(),
+    port: z.number().int().min(1).max(65535).optional(),
+  })
+  .transform((c, ctx) => {
+    const chosen = [c.database !== undefined, c.databases !== undefined, c.all === true];
+    if (chosen.filter(Boolean).length !== 1) {
+      ctx.addIssue({
+        code: "custom",
+        path: [],
+        message: 'set exactly one of database = "NAME", databases = ["A", "B"] or all = true',
+      });
+      return z.NEVER;
+    }
+    const databases = c.database !== undefined ? [c.database] : (c.databases ?? []);
+    if (new Set(databases).size !== databases.length) {
+      ctx.addIssue({ code: "custom", path: ["databases"], message: "lists a database twice" });
+    }
+    const user = resolveRunUser(c.os_user, c.allow_root, ctx, ["os_user"]);
+    const hooks: ResolvedHooks | undefined = resolveHooks(c, user, ctx);
+    if (user === undefined) return z.NEVER;
+    return {
+      driver: c.driver,
+      restore: c.restore,
+      timeout: c.timeout,
+      allow_root: c.allow_root,
+      hooks,
+      /** Empty when `all` is set: the list is read from the server at backup time. */
+      databases,
+      all: c.all === true,
+      os_user: c.os_user,
+      user: user as HelperUser,
+      host: c.host,
+      port: c.port,
+    };
+  });
+
+export type PostgresConfig = z.output<typeof postgresSchema>;

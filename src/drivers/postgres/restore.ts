@@ -1,0 +1,263 @@
+/**
+ * Restore of the postgres driver: every database of the archive is restored by
+ * `pg_restore` into a new database `NAME__ferry_restore_<id>` while the archive streams in
+ * (the dump parts are piped straight into pg_restore's stdin; nothing is spooled). Only
+ * `commit`, called after the archive's end record verified, touches the live databases:
+ * in ONE transaction it terminates the other sessions on each original database and swaps
+ * names (`ALTER DATABASE NAME RENAME TO NAME__ferry_old_<id>`, then the restored one to
+ * `NAME`), so either every database of the archive is swapped or none. The old databases
+ * are dropped afterwards. Any failure before or during the swap drops the temporary
+ * databases and leaves the originals as they were.
+ *
+ * Limits, documented: `pg_dumpall --globals-only` (roles, tablespaces) is not replayed,
+ * since that would change live roles before commit; it stays in the archive for
+ * `psql -f`. Database-level settings (`ALTER DATABASE … SET`, database ACLs) are not in a
+ * pg_dump without --create; the new database takes the original's owner, encoding and
+ * locale. A crash of ferryd mid-restore can leave a `*__ferry_restore_*` database behind
+ * (never a half-swapped one: the swap is one transaction).
+ */
+import { randomBytes } from "node:crypto";
+import type { TarHeader } from "../../core/archive/tar.js";
+import {
+  decodeSegment,
+  finishHelper,
+  parsePartPath,
+  writeToHelper,
+} from "../../core/dump-parts.js";
+import { describeError, FerryError } from "../../core/errors.js";
+import type { Helper } from "../../core/spawn.js";
+import type { RestoreContext, RestoreSession } from "../types.js";
+import { DB_PREFIX, GLOBALS_PREFIX, META_PATH, maintenanceDb } from "./backup.js";
+import type { PostgresConfig } from "./config.js";
+import { conninfo, pgHelper, psql, quoteIdent, quoteLiteral, serverInfo } from "./conn.js";
+
+/** Cuts a name to at most `max` bytes of UTF-8 without splitting a character. */
+function truncateBytes(s: string, max: number): string {
+  let out = "";
+  for (const ch of s) {
+    if (Buffer.byteLength(out + ch) > max) break;
+    out += ch;
+  }
+  return out;
+}
+
+/** `NAME__ferry_<kind>_<id>`, NAME shortened so the whole fits PostgreSQL's 63 bytes. */
+export function stagingName(name: string, kind: "restore" | "old", id: string): string {
+  const suffix = `__ferry_${kind}_${id}`;
+  return truncateBytes(name, 63 - suffix.length) + suffix;
+}
+
+interface Target {
+  name: string;
+  temp: string;
+  old: string;
+  created: boolean;
+  restore?: Helper;
+  parts: number;
+  finished: boolean;
+}
+
+function invalid(msg: string): FerryError {
+  return new FerryError("ARCHIVE_INVALID", `not a postgres archive this app can restore: ${msg}`);
+}
+
+export async function restorePostgres(
+  config: PostgresConfig,
+  ctx: RestoreContext,
+): Promise<RestoreSession> {
+  const { signal } = ctx;
+  const id = randomBytes(4).toString("hex");
+  const info = await serverInfo(config, maintenanceDb(config.databases), signal);
+  const targets: Target[] = [];
+  let current: Target | undefined;
+  let currentKind: "db" | "meta" | "globals" | undefined;
+  let globalsWarned = false;
+  let entries = 0;
+  let bytes = 0;
+  let done = false;
+  const adminDb = () => maintenanceDb(targets.map((t) => t.name));
+
+  const allowed = (name: string) =>
+    config.all ? !name.includes("__ferry_") : config.databases.includes(name);
+
+  async function createTemp(t: Target): Promise<void> {
+    // The new database copies the original's owner, encoding and locale when there is one.
+    const rows = await psql(
+      config,
+      adminDb(),
+      `SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database WHERE datname = ${quoteLiteral(t.name)}`,
+      signal,
+    );
+    const r = rows[0];
+    const opts =
+      r === undefined
+        ? ""
+        : ` OWNER ${quoteIdent(r[0] ?? "")} ENCODING ${quoteLiteral(r[1] ?? "")} LC_COLLATE ${quoteLiteral(r[2] ?? "")} LC_CTYPE ${quoteLiteral(r[3] ?? "")}`;
+    await psql(
+      config,
+      adminDb(),
+      `CREATE DATABASE ${quoteIdent(t.temp)} TEMPLATE template0${opts}`,
+      signal,
+    );
+    t.created = true;
+    t.restore = pgHelper(
+      config,
+      ["pg_restore", "--no-password", "--exit-on-error", `--dbname=${conninfo(t.temp)}`],
+      { label: `pg_restore into ${t.temp}`, signal, stdin: "pipe", stdout: "ignore" },
+    );
+  }
+
+  async function finishTarget(t: Target): Promise<void> {
+    if (t.finished || t.restore === undefined) return;
+    t.finished = true;
+    await finishHelper(t.restore);
+  }
+
+  async function dropTemps(): Promise<void> {
+    for (const t of targets) {
+      if (t.restore !== undefined && !t.finished) {
+        t.restore.kill();
+        await t.restore.done.catch(() => {});
+      }
+      if (!t.created) continue;
+      const force = info.serverVersionNum >= 130000 ? " WITH (FORCE)" : "";
+      try {
+        // Not the request's signal: cleanup must run after a cancel too.
+        await psql(
+          config,
+          adminDb(),
+          `DROP DATABASE IF EXISTS ${quoteIdent(t.temp)}${force}`,
+          AbortSignal.timeout(120_000),
+        );
+        t.created = false;
+      } catch (err) {
+        ctx.warnings.push(`could not drop the temporary database ${t.temp}: ${describeError(err)}`);
+      }
+    }
+  }
+
+  /** One transaction: terminate sessions on each original and swap the names. */
+  async function swap(): Promise<void> {
+    const terminate = (name: string) =>
+      `SELECT count(pg_terminate_backend(pid${info.serverVersionNum >= 140000 ? ", 5000" : ""})) FROM pg_stat_activity WHERE datname = ${quoteLiteral(name)} AND pid <> pg_backend_pid();`;
+    const existing = new Set(
+      (
+        await psql(
+          config,
+          adminDb(),
+          `SELECT datname FROM pg_database WHERE datname IN (${targets.map((t) => quoteLiteral(t.name)).join(", ")})`,
+          signal,
+        )
+      ).map((r) => r[0]),
+    );
+    const sql = ["BEGIN;"];
+    for (const t of targets) {
+      if (existing.has(t.name)) {
+        sql.push(terminate(t.name));
+        sql.push(`ALTER DATABASE ${quoteIdent(t.name)} RENAME TO ${quoteIdent(t.old)};`);
+      }
+      sql.push(`ALTER DATABASE ${quoteIdent(t.temp)} RENAME TO ${quoteIdent(t.name)};`);
+    }
+    sql.push("COMMIT;");
+    // A client can connect between the termination and the rename; try a few times.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await psql(config, adminDb(), sql.join("\n"), signal);
+        return;
+      } catch (err) {
+        const busy = /being accessed by other users/.test(describeError(err));
+        if (!busy || attempt >= 5) throw err;
+        await new Promise((r) => setTimeout(r, 200 * attempt));
+      }
+    }
+  }
+
+  return {
+    async entry(h: TarHeader) {
+      entries++;
+      if (h.type !== "file") throw invalid(`${h.path} is not a file`);
+      if (h.path === META_PATH) {
+        currentKind = "meta";
+        return;
+      }
+      if (parsePartPath(h.path, GLOBALS_PREFIX, "sql") !== undefined) {
+        currentKind = "globals";
+        if (!globalsWarned) {
+          ctx.warnings.push(
+            "roles and tablespaces (data/globals) are not restored automatically; extract them and apply with psql -f if needed",
+          );
+          globalsWarned = true;
+        }
+        return;
+      }
+      const m = /^data\/db\/([^/]+)\/[^/]+$/.exec(h.path);
+      const name = m === null ? undefined : decodeSegment(m[1] as string);
+      if (m === null || name === undefined) throw invalid(`unexpected entry ${h.path}`);
+      const index = parsePartPath(h.path, `${DB_PREFIX}/${m[1]}`, "pgdump");
+      if (index === undefined) throw invalid(`unexpected entry ${h.path}`);
+      if (!allowed(name)) {
+        throw invalid(`database ${JSON.stringify(name)} is not one this application declares`);
+      }
+      currentKind = "db";
+      if (current !== undefined && current.name === name) {
+        if (index !== current.parts) throw invalid(`${h.path}: expected part ${current.parts}`);
+        current.parts++;
+        return;
+      }
+      if (targets.some((t) => t.name === name)) throw invalid(`database ${name} appears twice`);
+      if (index !== 0) throw invalid(`${h.path}: the first part is missing`);
+      if (current !== undefined) await finishTarget(current);
+      const t: Target = {
+        name,
+        temp: stagingName(name, "restore", id),
+        old: stagingName(name, "old", id),
+        created: false,
+        parts: 1,
+        finished: false,
+      };
+      targets.push(t);
+      current = t;
+      await createTemp(t);
+    },
+    async data(chunk: Buffer) {
+      bytes += chunk.length;
+      if (currentKind !== "db") return;
+      await writeToHelper(current?.restore as Helper, chunk);
+    },
+    async entryEnd() {},
+    async commit() {
+      if (done) throw new FerryError("INTERNAL", "restore session used twice");
+      done = true;
+      try {
+        if (targets.length === 0) throw invalid("it holds no database dump");
+        for (const t of targets) await finishTarget(t);
+        await swap();
+      } catch (err) {
+        await dropTemps();
+        throw err;
+      }
+      for (const t of targets) {
+        t.created = false;
+        const force = info.serverVersionNum >= 130000 ? " WITH (FORCE)" : "";
+        try {
+          await psql(
+            config,
+            adminDb(),
+            `DROP DATABASE IF EXISTS ${quoteIdent(t.old)}${force}`,
+            AbortSignal.timeout(120_000),
+          );
+        } catch (err) {
+          ctx.warnings.push(
+            `restored ${t.name}, but could not drop the old database ${t.old}: ${describeError(err)}`,
+          );
+        }
+      }
+      return { entries, bytes };
+    },
+    async abort() {
+      if (done) return;
+      done = true;
+      await dropTemps();
+    },
+  };
+}
