@@ -10,7 +10,7 @@ demo=$(mktemp -d "${TMPDIR:-/tmp}/ferry-demo.XXXXXX")
 daemon_pid=""
 cleanup() {
   [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null || true
-  rm -rf "$demo"
+  [ -n "${KEEP_DEMO:-}" ] || rm -rf "$demo"
 }
 trap cleanup EXIT
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }

@@ -123,6 +123,23 @@ export const ERRORS = {
     exit: "failure",
     description: "A helper program ran past the application's `timeout` and was killed.",
   },
+  ARCHIVE_FOREIGN: {
+    status: 400,
+    exit: "failure",
+    description:
+      "The archive was made for another application, driver or set of paths; nothing was changed.",
+  },
+  ARCHIVE_UNSAFE: {
+    status: 400,
+    exit: "failure",
+    description:
+      "The archive names something a restore must never create (a path outside the application, '..', a link escaping it, a device node, a name over the limits…); nothing was changed.",
+  },
+  RESTORE_FAILED: {
+    status: 500,
+    exit: "failure",
+    description: "The restore could not be completed; the live data was left as it was.",
+  },
   CANCELLED: { status: 499, exit: "failure", description: "The work was cancelled." },
   INTERNAL: {
     status: 500,

@@ -5,6 +5,7 @@
  */
 import { type IncomingMessage, request } from "node:http";
 import { Socket } from "node:net";
+import type { Readable } from "node:stream";
 import { isErrorCode } from "../api/errors.js";
 import { FerryError } from "../core/errors.js";
 import { DEFAULT_SOCKET } from "../daemon/config.js";
@@ -34,9 +35,16 @@ export class FerryClient {
   }
 
   /** Sends a request; resolves with the response (any status), rejects on transport errors. */
-  request(method: string, path: string, signal?: AbortSignal): Promise<IncomingMessage> {
+  request(
+    method: string,
+    path: string,
+    signal?: AbortSignal,
+    body?: Readable,
+  ): Promise<IncomingMessage> {
     return new Promise((resolve, reject) => {
-      const base = { method, path, headers: { Host: "ferry", Accept: "application/json" }, signal };
+      const headers: Record<string, string> = { Host: "ferry", Accept: "application/json" };
+      if (body !== undefined) headers["Content-Type"] = "application/x-tar";
+      const base = { method, path, headers, signal };
       let req: ReturnType<typeof request>;
       if (this.opts.fd !== undefined) {
         if (this.fdUsed)
@@ -52,7 +60,18 @@ export class FerryClient {
       }
       req.on("response", resolve);
       req.on("error", (err) => reject(this.transportError(err)));
-      req.end();
+      if (body === undefined) req.end();
+      else {
+        // ferryd may answer (and close) before the body is sent, e.g. a refused archive.
+        body.on("error", (err) => req.destroy(err));
+        body.pipe(req);
+        req.on("response", (res) => {
+          if (res.statusCode !== 200) {
+            body.unpipe(req);
+            req.end();
+          }
+        });
+      }
     });
   }
 

@@ -8,6 +8,7 @@ import { VERSION } from "../core/version.js";
 import { clientOptionsFromEnv, FerryClient } from "./client.js";
 import { appsCommand } from "./commands/apps.js";
 import { exportCommand } from "./commands/export.js";
+import { importCommand } from "./commands/import.js";
 import { EXIT, UsageError } from "./exit-codes.js";
 import { runMain } from "./main.js";
 
@@ -16,6 +17,7 @@ const HELP = `Usage: ferry [--socket PATH] COMMAND [ARGS]
 Commands:
   apps [--json]              list the applications ferryd serves, with their health
   export APP [-o FILE]       write APP's archive to FILE (default: stdout), verified
+  import APP [-i FILE]       restore APP from the archive in FILE (default: stdin)
   version [--json]           show ferry's and ferryd's versions, ferryd's uid and capabilities
 
 Options:
@@ -32,6 +34,7 @@ type Options = Record<string, { type: "string" | "boolean"; short?: string }>;
 const COMMANDS: Record<string, Options> = {
   apps: { json: { type: "boolean" } },
   export: { output: { type: "string", short: "o" } },
+  import: { input: { type: "string", short: "i" } },
   version: { json: { type: "boolean" } },
 };
 
@@ -103,6 +106,9 @@ async function main(): Promise<number> {
         app: pos[0] as string,
         output: v.output as string | undefined,
       });
+    case "import":
+      want(1, "one application name");
+      return importCommand(client, { app: pos[0] as string, input: v.input as string | undefined });
     case "version": {
       want(0, "no arguments");
       const info = await client.json<VersionInfo>("GET", "/v1/version");

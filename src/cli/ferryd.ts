@@ -2,6 +2,7 @@
 /**
  * ferryd — the service process. See `ferryd --help` and docs/ops.md.
  */
+import { mkdirSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { readCaps, SERVICE_CAPS } from "../core/caps.js";
 import { FerryError } from "../core/errors.js";
@@ -12,6 +13,7 @@ import { assertConfigSafe, DEFAULT_CONFIG, loadConfig } from "../daemon/config.j
 import { DROPPED_ENV, execAsServiceUser } from "../daemon/privilege.js";
 import { FerryDaemon } from "../daemon/server.js";
 import { prepareSocketPath } from "../daemon/socket.js";
+import { drivers } from "../drivers/all.js";
 import { EXIT, UsageError } from "./exit-codes.js";
 import { runMain } from "./main.js";
 
@@ -100,6 +102,10 @@ async function main(): Promise<number> {
   if (!privileged) {
     log.warn("running without capabilities (user mode): only data this user can read is served");
   }
+
+  // Finish or roll back restores a crash interrupted, before serving anything.
+  mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
+  for (const driver of drivers.values()) driver.recover?.(config.stateDir, log);
 
   const daemon = new FerryDaemon(config, identity, log);
   prepareSocketPath(config.socket, uid);

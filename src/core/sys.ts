@@ -93,6 +93,9 @@ const c = {
   renameat2: libc.func("int renameat2(int, const char *, int, const char *, uint32_t)"),
   fchownat: libc.func("int fchownat(int, const char *, uint32_t, uint32_t, int)"),
   socketpair: libc.func("int socketpair(int, int, int, _Out_ int *sv)"),
+  utimensat: libc.func("int utimensat(int, const char *, _In_ void *, int)"),
+  syncfs: libc.func("int syncfs(int)"),
+  lseek: libc.func("int64_t lseek(int, int64_t, int)"),
   close: libc.func("int close(int)"),
 };
 
@@ -198,9 +201,14 @@ export const DT_DIR = 4;
 export const DT_REG = 8;
 export const DT_LNK = 10;
 
-/** All entries of the directory open at `fd` except `.` and `..`, via getdents64. */
+/**
+ * All entries of the directory open at `fd` except `.` and `..`, via getdents64. Reads
+ * from the start every time (rewinds the descriptor), so it can be called again after
+ * entries were removed.
+ */
 export function readDir(fd: number): Dirent[] {
   const out: Dirent[] = [];
+  if (Number(c.lseek(fd, 0, 0)) < 0) fail("lseek");
   const buf = Buffer.alloc(64 * 1024);
   for (;;) {
     const n = Number(c.getdents64(fd, buf, buf.length));
@@ -265,6 +273,25 @@ export function renameAt2(
 /** lchown relative to a directory descriptor (never follows a symlink). */
 export function lchownAt(dirfd: number, name: string, uid: number, gid: number): void {
   if (c.fchownat(dirfd, name, uid, gid, AT_SYMLINK_NOFOLLOW) !== 0) fail("fchownat", name);
+}
+
+/**
+ * utimensat on `name` in `dirfd` without following a symlink; `name` "" with AT_EMPTY_PATH
+ * is not supported by utimensat, so pass the entry's own name.
+ */
+export function setTimesAt(dirfd: number, name: string, sec: number, nsec: number): void {
+  const ts = Buffer.alloc(32);
+  // atime = mtime: Ferry archives carry only the modification time.
+  for (const off of [0, 16]) {
+    ts.writeBigInt64LE(BigInt(sec), off);
+    ts.writeBigInt64LE(BigInt(nsec), off + 8);
+  }
+  if (c.utimensat(dirfd, name, ts, AT_SYMLINK_NOFOLLOW) !== 0) fail("utimensat", name);
+}
+
+/** syncfs: flush the whole filesystem holding `fd` (one call instead of one fsync per file). */
+export function syncFs(fd: number): void {
+  if (c.syncfs(fd) !== 0) fail("syncfs");
 }
 
 export function closeFd(fd: number): void {

@@ -23,6 +23,7 @@ import { streamBackup } from "./backup.js";
 import { APP_NAME, type AppConfig, type Config } from "./config.js";
 import { checkPeer } from "./peer.js";
 import { sendError, sendJson } from "./respond.js";
+import { handleRestore } from "./restore.js";
 
 export interface Identity {
   uid: number;
@@ -166,6 +167,10 @@ export class FerryDaemon {
       if (parts.length === 4 && parts[3] === "backup") {
         expect("POST");
         return streamBackup(this, app, req, res, ctx);
+      }
+      if (parts.length === 4 && parts[3] === "restore") {
+        expect("POST");
+        return handleRestore(this, app, req, res, ctx);
       }
     }
     throw new FerryError("NOT_FOUND", `no such path ${url.pathname}`);

@@ -25,6 +25,7 @@ import type { z } from "zod";
 import type { Manifest } from "../api/types.js";
 import type { TarHeader } from "../core/archive/tar.js";
 import type { ArchiveEntry } from "../core/archive/writer.js";
+import type { Logger } from "../core/log.js";
 
 export interface DriverContext {
   app: string;
@@ -76,6 +77,11 @@ export interface Driver<C = unknown> {
   manifest(config: C): Record<string, unknown>;
   backup(config: C, ctx: DriverContext): AsyncIterable<ArchiveEntry>;
   restore?(config: C, ctx: RestoreContext): Promise<RestoreSession>;
+  /**
+   * Called once at ferryd's start, before it serves anything: finish or roll back restores
+   * that a crash interrupted (journals in `stateDir`). Must be idempotent.
+   */
+  recover?(stateDir: string, log: Logger): void;
 }
 
 /** Keys every application table may have, whatever its driver. */

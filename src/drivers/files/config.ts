@@ -1,6 +1,7 @@
 import { posix } from "node:path";
 import { z } from "zod";
 import { lookupGroupId, lookupUser } from "../../core/users.js";
+import { commonKeys, resolveHooks, resolveRunUser } from "../common.js";
 
 const absolutePath = z
   .string()
@@ -15,10 +16,10 @@ const absolutePath = z
 export const filesSchema = z
   .strictObject({
     driver: z.literal("files"),
+    ...commonKeys,
     paths: z.array(absolutePath).min(1, { message: "must list at least one directory" }),
     owner: z.string().min(1),
     group: z.string().min(1).optional(),
-    restore: z.boolean().default(false),
   })
   .superRefine((c, ctx) => {
     if (lookupUser(c.owner) === undefined) {
@@ -45,11 +46,22 @@ export const filesSchema = z
       seen.add(p);
     });
   })
-  .transform((c) => {
+  .transform((c, ctx) => {
+    // Hooks run as hooks.user, else as the owner (which may be root only with allow_root).
+    const hooks =
+      c.hooks === undefined
+        ? undefined
+        : resolveHooks(
+            c,
+            c.hooks.user === undefined
+              ? resolveRunUser(c.owner, c.allow_root, ctx, ["owner"])
+              : undefined,
+            ctx,
+          );
     const user = lookupUser(c.owner);
     const uid = user?.uid ?? -1;
     const gid = c.group === undefined ? (user?.gid ?? -1) : (lookupGroupId(c.group) ?? -1);
-    return { ...c, uid, gid };
+    return { ...c, uid, gid, hooks };
   });
 
 export type FilesConfig = z.output<typeof filesSchema>;

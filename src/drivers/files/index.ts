@@ -8,12 +8,16 @@ import type { ArchiveEntry } from "../../core/archive/writer.js";
 import { explain, openRoot } from "../../core/safe-fs.js";
 import type { Driver, DriverContext } from "../types.js";
 import { type FilesConfig, filesSchema } from "./config.js";
+import { recoverRestores } from "./journal.js";
 import { readEntries } from "./read.js";
+import { startRestore } from "./restore.js";
 import { type PlannedEntry, walkRoot } from "./walk.js";
 
 function* walkAll(config: FilesConfig, ctx: DriverContext): Generator<PlannedEntry> {
-  const links = new Map<string, string>();
   for (const [i, path] of config.paths.entries()) {
+    // Hardlinks are kept within one declared path: across two, a restore could not
+    // recreate them when the paths are on different filesystems.
+    const links = new Map<string, string>();
     const fd = openRoot(path);
     try {
       yield* walkRoot(fd, `data/${i}/`, ctx.warnings, links);
@@ -60,5 +64,13 @@ export const filesDriver: Driver<FilesConfig> = {
     // Open every root first, so an unreadable path fails the request before any byte is sent.
     for (const path of config.paths) closeSync(openRoot(path));
     return readEntries(walkAll(config, ctx), ctx.warnings, ctx.signal);
+  },
+
+  restore(config, ctx) {
+    return startRestore(config, ctx);
+  },
+
+  recover(stateDir, log) {
+    recoverRestores(stateDir, log);
   },
 };

@@ -1,0 +1,144 @@
+/**
+ * POST /v1/apps/{app}/restore: the request body is an archive; the answer comes after the
+ * restore is committed or rolled back.
+ *
+ * The archive streams through the strict parser into the driver's restore session, which
+ * stages everything away from the live data. Only when the whole body arrived and the end
+ * record verified (entry count, payload length, SHA-256) is the session committed; on any
+ * failure — foreign, truncated, corrupted or unsafe archive, client gone, cancel — it is
+ * aborted and the live data stays exactly as it was.
+ */
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Manifest } from "../api/types.js";
+import { ArchiveParser, DEFAULT_LIMITS } from "../core/archive/reader.js";
+import { describeError, FerryError, toFerryError } from "../core/errors.js";
+import { drivers } from "../drivers/all.js";
+import type { RestoreSession } from "../drivers/types.js";
+import { audit } from "./audit.js";
+import type { AppConfig } from "./config.js";
+import { sendError, sendJson } from "./respond.js";
+import type { FerryDaemon, RequestContext } from "./server.js";
+
+export async function handleRestore(
+  daemon: FerryDaemon,
+  app: AppConfig,
+  req: IncomingMessage,
+  res: ServerResponse,
+  ctx: RequestContext,
+): Promise<void> {
+  const driver = drivers.get(app.driver);
+  if (driver === undefined) throw new FerryError("INTERNAL", `driver ${app.driver} missing`);
+  if (!app.restore) {
+    throw new FerryError(
+      "RESTORE_NOT_ALLOWED",
+      `${app.name} does not allow restores (set restore = true in its config)`,
+    );
+  }
+  if (driver.restore === undefined) {
+    throw new FerryError("RESTORE_NOT_ALLOWED", `the ${driver.name} driver cannot restore`);
+  }
+  if (daemon.busy.has(app.name)) {
+    throw new FerryError(
+      "APP_BUSY",
+      `a backup or restore of ${app.name} is already running; try again later`,
+    );
+  }
+  daemon.busy.add(app.name);
+
+  const abort = new AbortController();
+  const onClose = () => {
+    if (!res.writableFinished) abort.abort(new FerryError("CANCELLED", "the client disconnected"));
+  };
+  res.on("close", onClose);
+  const warnings: string[] = [];
+  let session: RestoreSession | undefined;
+  let failure: FerryError | undefined;
+  let result: { entries: number; bytes: number } | undefined;
+  const restore = driver.restore.bind(driver);
+  const parser = new ArchiveParser(
+    {
+      manifest: async (m: Manifest) => {
+        if (m.app !== app.name) {
+          throw new FerryError(
+            "ARCHIVE_FOREIGN",
+            `the archive is of application ${JSON.stringify(m.app)}, not ${app.name}`,
+          );
+        }
+        if (m.driver !== driver.name) {
+          throw new FerryError(
+            "ARCHIVE_FOREIGN",
+            `the archive was made by the ${String(m.driver)} driver, ${app.name} uses ${driver.name}`,
+          );
+        }
+        session = await restore(app.settings, {
+          app: app.name,
+          signal: abort.signal,
+          warnings,
+          manifest: m,
+          stateDir: daemon.config.stateDir,
+        });
+      },
+      entry: (h) => (session as RestoreSession).entry(h),
+      data: (c) => (session as RestoreSession).data(c),
+      entryEnd: (h) => (session as RestoreSession).entryEnd(h),
+    },
+    DEFAULT_LIMITS,
+  );
+  try {
+    try {
+      // destroyOnReturn: false, so a refused archive still gets its error answer: the rest
+      // of the upload is drained below instead of the connection being reset.
+      for await (const chunk of req.iterator({ destroyOnReturn: false }))
+        await parser.write(chunk as Buffer);
+    } catch (err) {
+      if (abort.signal.aborted) throw abort.signal.reason;
+      if (err instanceof FerryError) throw err;
+      throw new FerryError(
+        "ARCHIVE_TRUNCATED",
+        `the upload broke after ${parser.bytes} bytes: ${(err as Error).message}`,
+      );
+    }
+    parser.finish();
+    if (session === undefined)
+      throw new FerryError("ARCHIVE_INVALID", "the archive has no manifest");
+    abort.signal.throwIfAborted();
+    const s = session;
+    session = undefined; // committed or failed, it must not be aborted afterwards
+    result = await s.commit();
+    sendJson(res, 200, { app: app.name, entries: result.entries, bytes: result.bytes, warnings });
+  } catch (err) {
+    failure = abort.signal.aborted ? toFerryError(abort.signal.reason) : toFerryError(err);
+    if (failure.code === "INTERNAL")
+      daemon.log.error({ err: describeError(err) }, "restore failed");
+    if (session !== undefined) {
+      try {
+        await session.abort(failure);
+      } catch (e) {
+        daemon.log.error(
+          { app: app.name, err: describeError(e) },
+          "restore abort could not clean up",
+        );
+      }
+    }
+    // Drain what the client still sends so it can read the answer.
+    req.resume();
+    sendError(res, failure);
+  } finally {
+    res.off("close", onClose);
+    daemon.busy.delete(app.name);
+    audit(daemon.log, {
+      peer: ctx.peer,
+      method: req.method,
+      path: req.url,
+      app: app.name,
+      outcome: failure === undefined ? "ok" : failure.code === "CANCELLED" ? "aborted" : "error",
+      status: failure === undefined ? 200 : failure.status,
+      code: failure?.code,
+      bytes: parser.bytes,
+      entries: result?.entries,
+      sha256: parser.end?.sha256,
+      duration_ms: Date.now() - ctx.started,
+      reason: failure?.message,
+    });
+  }
+}

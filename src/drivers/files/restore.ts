@@ -1,0 +1,467 @@
+/**
+ * The files driver's restore: extract into staging beside each declared path, then swap
+ * atomically.
+ *
+ * Staging: `.<name>.ferry-restore-<id>` in the live directory's parent (same filesystem,
+ * so renameat2 can swap), created by ferryd with mode 0700 and owned by ferryd's uid until
+ * the very end, so the application's user cannot reach into it while it is built. Every
+ * operation is relative to held directory descriptors: a parent is opened with
+ * openat2(staging, "a/b", RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS), files
+ * are created O_CREAT|O_EXCL|O_NOFOLLOW, links with symlinkat/linkat (never following).
+ *
+ * What the archive may say is checked entry by entry (archive-path.ts): no absolute or
+ * `..` paths, no control characters, nothing outside `data/<declared index>/`, parents
+ * must be earlier directories of the same archive (so nothing can be placed below a
+ * symlink), each path at most once, hardlinks only to earlier regular files of the same
+ * root, no device nodes or FIFOs, limits on entries, depth and name length. Owners are
+ * mapped: everything becomes the application's configured owner and group. Set-uid and
+ * set-gid bits are cleared.
+ *
+ * Commit (only after ferryd verified the end record): directory modes and times are
+ * applied deepest first, the filesystem is synced, the journal says "staged", each root is
+ * swapped in with renameat2(RENAME_EXCHANGE), the journal says "cleanup", the old trees are
+ * removed (symlink-safe) and the journal is deleted. Abort removes the staging trees; the
+ * live data was never touched.
+ */
+import { randomBytes } from "node:crypto";
+import { closeSync, fchmodSync, fchownSync, fsyncSync, futimesSync, write } from "node:fs";
+import { basename, dirname } from "node:path";
+import type { TarHeader } from "../../core/archive/tar.js";
+import { readCaps } from "../../core/caps.js";
+import { FerryError } from "../../core/errors.js";
+import { failpoint } from "../../core/failpoint.js";
+import {
+  explain,
+  openBeneath,
+  openDirBeneath,
+  openRoot,
+  RESOLVE_STRICT,
+} from "../../core/safe-fs.js";
+import {
+  lchownAt,
+  linkAt,
+  mkdirAt,
+  O_CLOEXEC,
+  O_CREAT,
+  O_DIRECTORY,
+  O_EXCL,
+  O_NOFOLLOW,
+  O_RDONLY,
+  O_WRONLY,
+  openat2,
+  RENAME_EXCHANGE,
+  renameAt2,
+  SysError,
+  setTimesAt,
+  statFd,
+  symlinkAt,
+  syncFs,
+} from "../../core/sys.js";
+import type { RestoreContext, RestoreResult, RestoreSession } from "../types.js";
+import {
+  checkLinkTarget,
+  DEFAULT_RESTORE_LIMITS,
+  parseArchivePath,
+  type RestoreLimits,
+  unsafe,
+} from "./archive-path.js";
+import type { FilesConfig } from "./config.js";
+import {
+  ensureStateDir,
+  idAt,
+  type Journal,
+  type JournalRoot,
+  removeJournal,
+  removeLeftover,
+  swapIn,
+  writeJournal,
+} from "./journal.js";
+
+interface Root {
+  path: string;
+  parentFd: number;
+  name: string;
+  staging: string;
+  stagingFd: number;
+  existed: boolean;
+  meta?: { mode: number; sec: number; nsec: number };
+}
+
+interface DirMeta {
+  root: number;
+  rel: string;
+  depth: number;
+  mode: number;
+  sec: number;
+  nsec: number;
+}
+
+type Kind = "dir" | "file" | "symlink" | "hardlink";
+
+function writeAt(fd: number, buf: Buffer, pos: number): Promise<number> {
+  return new Promise((resolve, reject) =>
+    write(fd, buf, 0, buf.length, pos, (e, n) => (e ? reject(e) : resolve(n))),
+  );
+}
+
+/** Mode bits an archive may set: permissions and sticky, never set-uid or set-gid. */
+export function sanitizeMode(mode: number): number {
+  return mode & 0o1777;
+}
+
+export async function startRestore(
+  config: FilesConfig,
+  ctx: RestoreContext,
+  limits: RestoreLimits = DEFAULT_RESTORE_LIMITS,
+): Promise<RestoreSession> {
+  const myUid = process.getuid?.() ?? -1;
+  const caps = readCaps();
+  if (config.uid === 0 && (config as { allow_root?: boolean }).allow_root !== true) {
+    throw new FerryError(
+      "RESTORE_NOT_ALLOWED",
+      `${ctx.app}'s owner is root; restoring files owned by root needs allow_root = true in its config`,
+    );
+  }
+  if (myUid !== 0 && !caps.effective.includes("chown") && config.uid !== myUid) {
+    throw new FerryError(
+      "RESTORE_NOT_ALLOWED",
+      `ferryd runs without CAP_CHOWN (user mode), so it can only restore files owned by its own uid ${myUid}, not ${config.owner}`,
+    );
+  }
+  const paths = ctx.manifest.paths;
+  if (!Array.isArray(paths) || paths.length !== config.paths.length) {
+    throw new FerryError(
+      "ARCHIVE_FOREIGN",
+      `the archive holds ${Array.isArray(paths) ? paths.length : "no"} path(s) but ${ctx.app} declares ${config.paths.length}; it was made for a different configuration`,
+    );
+  }
+
+  ensureStateDir(ctx.stateDir);
+  const id = randomBytes(6).toString("hex");
+  const roots: Root[] = [];
+  const journal: Journal = {
+    version: 1,
+    app: ctx.app,
+    id,
+    phase: "extracting",
+    started: new Date().toISOString(),
+    roots: [],
+  };
+  const closeAll = () => {
+    for (const r of roots) {
+      if (r.stagingFd >= 0) closeSync(r.stagingFd);
+      closeSync(r.parentFd);
+    }
+  };
+  try {
+    for (const path of config.paths) {
+      const parentFd = openRoot(dirname(path));
+      const name = basename(path);
+      const root: Root = {
+        path,
+        parentFd,
+        name,
+        staging: `.${name}.ferry-restore-${id}`,
+        stagingFd: -1,
+        existed: false,
+      };
+      roots.push(root);
+      const live = idAt(parentFd, name);
+      if (live !== undefined) {
+        const fd = openDirBeneath(parentFd, name); // must be a real directory, not a link
+        closeSync(fd);
+        root.existed = true;
+      }
+      journal.roots.push({ path, staging: root.staging, stagingId: "", existed: root.existed });
+    }
+    writeJournal(ctx.stateDir, journal);
+    for (const [i, root] of roots.entries()) {
+      mkdirAt(root.parentFd, root.staging, 0o700);
+      root.stagingFd = openDirBeneath(root.parentFd, root.staging);
+      const st = statFd(root.stagingFd);
+      (journal.roots[i] as JournalRoot).stagingId = `${st.dev}:${st.ino}`;
+    }
+    writeJournal(ctx.stateDir, journal);
+  } catch (err) {
+    for (const r of roots)
+      removeLeftover(
+        r.parentFd,
+        { path: r.path, staging: r.staging, stagingId: "", existed: false },
+        false,
+      );
+    closeAll();
+    removeJournal(ctx.stateDir, ctx.app);
+    throw err instanceof FerryError
+      ? err
+      : new FerryError("RESTORE_FAILED", `cannot prepare the restore: ${explain(err)}`, {
+          cause: err,
+        });
+  }
+  failpoint("restore-prepared");
+
+  const seen = new Map<string, Kind>();
+  const files = new Map<string, { root: number; parent: string; name: string }>();
+  const dirs: DirMeta[] = [];
+  let entries = 0;
+  let bytes = 0;
+  let current: { fd: number; pos: number } | undefined;
+  let cachedParent: { root: number; rel: string; fd: number } | undefined;
+
+  const parentFd = (root: number, rel: string): number => {
+    if (rel === "") return (roots[root] as Root).stagingFd;
+    if (cachedParent !== undefined && cachedParent.root === root && cachedParent.rel === rel)
+      return cachedParent.fd;
+    if (cachedParent !== undefined) closeSync(cachedParent.fd);
+    cachedParent = undefined;
+    let fd: number;
+    try {
+      fd = openat2(
+        (roots[root] as Root).stagingFd,
+        rel,
+        O_RDONLY | O_DIRECTORY | O_CLOEXEC,
+        0,
+        RESOLVE_STRICT,
+      );
+    } catch (err) {
+      throw unsafe(
+        `cannot open ${rel} inside the staging tree (${explain(err)}): the archive is inconsistent`,
+      );
+    }
+    cachedParent = { root, rel, fd };
+    return fd;
+  };
+
+  const closeCurrent = () => {
+    if (current !== undefined) closeSync(current.fd);
+    current = undefined;
+  };
+
+  const discard = () => {
+    closeCurrent();
+    if (cachedParent !== undefined) closeSync(cachedParent.fd);
+    cachedParent = undefined;
+    for (const r of roots) {
+      if (r.stagingFd >= 0) closeSync(r.stagingFd);
+      r.stagingFd = -1;
+      removeLeftover(
+        r.parentFd,
+        { path: r.path, staging: r.staging, stagingId: "", existed: false },
+        false,
+      );
+      closeSync(r.parentFd);
+    }
+    removeJournal(ctx.stateDir, ctx.app);
+  };
+
+  const session: RestoreSession = {
+    async entry(h: TarHeader) {
+      ctx.signal.throwIfAborted();
+      entries++;
+      if (entries > limits.maxEntries)
+        throw unsafe(`the archive has more than ${limits.maxEntries} entries`);
+      const p = parseArchivePath(h.path, roots.length, limits);
+      const key = `${p.root}/${p.parts.join("/")}`;
+      if (seen.has(key)) throw unsafe(`entry ${JSON.stringify(h.path)} appears twice`);
+      const root = roots[p.root] as Root;
+      if (p.parts.length === 0) {
+        if (h.type !== "dir") throw unsafe(`entry ${JSON.stringify(h.path)} must be a directory`);
+        root.meta = { mode: sanitizeMode(h.mode), sec: h.mtimeSec, nsec: h.mtimeNsec };
+        seen.set(key, "dir");
+        return;
+      }
+      if (root.meta === undefined)
+        throw unsafe(`entry ${JSON.stringify(h.path)} comes before its root directory`);
+      const parentRel = p.parts.slice(0, -1).join("/");
+      const parentKind = seen.get(`${p.root}/${parentRel}`);
+      if (parentKind !== "dir") {
+        throw unsafe(
+          parentKind === undefined
+            ? `entry ${JSON.stringify(h.path)} has no earlier parent directory in the archive`
+            : `entry ${JSON.stringify(h.path)} is below a ${parentKind}, not a directory`,
+        );
+      }
+      const name = p.parts[p.parts.length - 1] as string;
+      const pfd = parentFd(p.root, parentRel);
+      const { uid, gid } = config;
+      try {
+        switch (h.type) {
+          case "dir":
+            mkdirAt(pfd, name, 0o700);
+            lchownAt(pfd, name, uid, gid);
+            dirs.push({
+              root: p.root,
+              rel: p.parts.join("/"),
+              depth: p.parts.length,
+              mode: sanitizeMode(h.mode),
+              sec: h.mtimeSec,
+              nsec: h.mtimeNsec,
+            });
+            seen.set(key, "dir");
+            return;
+          case "file": {
+            const fd = openBeneath(pfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
+            current = { fd, pos: 0 };
+            seen.set(key, "file");
+            files.set(h.path, { root: p.root, parent: parentRel, name });
+            return;
+          }
+          case "symlink":
+            checkLinkTarget(h.path, h.linkpath, limits);
+            symlinkAt(h.linkpath, pfd, name);
+            lchownAt(pfd, name, uid, gid);
+            setTimesAt(pfd, name, h.mtimeSec, h.mtimeNsec);
+            seen.set(key, "symlink");
+            return;
+          case "hardlink": {
+            const target = files.get(h.linkpath);
+            if (target === undefined) {
+              throw unsafe(
+                `hardlink ${JSON.stringify(h.path)} does not point to an earlier regular file of this archive`,
+              );
+            }
+            if (target.root !== p.root)
+              throw unsafe(`hardlink ${JSON.stringify(h.path)} crosses declared paths`);
+            const srcFd =
+              target.parent === ""
+                ? root.stagingFd
+                : openat2(
+                    root.stagingFd,
+                    target.parent,
+                    O_RDONLY | O_DIRECTORY | O_CLOEXEC,
+                    0,
+                    RESOLVE_STRICT,
+                  );
+            try {
+              linkAt(srcFd, target.name, pfd, name);
+            } finally {
+              if (srcFd !== root.stagingFd) closeSync(srcFd);
+            }
+            seen.set(key, "hardlink");
+            return;
+          }
+          default:
+            throw unsafe(
+              `entry ${JSON.stringify(h.path)} is a ${h.type === "fifo" ? "FIFO" : "device node"}; Ferry does not restore those`,
+            );
+        }
+      } catch (err) {
+        if (err instanceof SysError) {
+          throw unsafe(
+            `cannot create ${JSON.stringify(h.path)} (${explain(err)}): the archive is inconsistent`,
+          );
+        }
+        throw err;
+      }
+    },
+
+    async data(chunk: Buffer) {
+      ctx.signal.throwIfAborted();
+      if (current === undefined) return;
+      let off = 0;
+      while (off < chunk.length) {
+        const n = await writeAt(current.fd, off === 0 ? chunk : chunk.subarray(off), current.pos);
+        off += n;
+        current.pos += n;
+      }
+      bytes += chunk.length;
+    },
+
+    async entryEnd(h: TarHeader) {
+      if (current === undefined || h.type !== "file") return;
+      const fd = current.fd;
+      // chown first (it clears set-id bits anyway), then the sanitised mode, then times.
+      fchownSync(fd, config.uid, config.gid);
+      fchmodSync(fd, sanitizeMode(h.mode));
+      futimesSync(fd, h.mtimeSec + h.mtimeNsec / 1e9, h.mtimeSec + h.mtimeNsec / 1e9);
+      closeCurrent();
+    },
+
+    async commit(): Promise<RestoreResult> {
+      try {
+        closeCurrent();
+        for (const [i, r] of roots.entries()) {
+          if (r.meta === undefined)
+            throw unsafe(`the archive has no data/${i}/ directory for ${r.path}`);
+        }
+        // Directory metadata last and deepest first, so modes and times stick.
+        dirs.sort((a, b) => b.depth - a.depth);
+        for (const d of dirs) {
+          const fd = openat2(
+            (roots[d.root] as Root).stagingFd,
+            d.rel,
+            O_RDONLY | O_DIRECTORY | O_CLOEXEC,
+            0,
+            RESOLVE_STRICT,
+          );
+          try {
+            fchmodSync(fd, d.mode);
+            futimesSync(fd, d.sec + d.nsec / 1e9, d.sec + d.nsec / 1e9);
+          } finally {
+            closeSync(fd);
+          }
+        }
+        if (cachedParent !== undefined) closeSync(cachedParent.fd);
+        cachedParent = undefined;
+        for (const r of roots) {
+          const m = r.meta as NonNullable<Root["meta"]>;
+          fchownSync(r.stagingFd, config.uid, config.gid);
+          fchmodSync(r.stagingFd, m.mode);
+          futimesSync(r.stagingFd, m.sec + m.nsec / 1e9, m.sec + m.nsec / 1e9);
+          syncFs(r.stagingFd);
+          fsyncSync(r.stagingFd);
+        }
+      } catch (err) {
+        discard();
+        throw err;
+      }
+      failpoint("restore-synced");
+      journal.phase = "staged";
+      writeJournal(ctx.stateDir, journal);
+      failpoint("restore-staged");
+
+      const swapped: Root[] = [];
+      try {
+        for (const [i, r] of roots.entries()) {
+          swapIn(r.parentFd, journal.roots[i] as JournalRoot);
+          swapped.push(r);
+          fsyncSync(r.parentFd);
+          failpoint(`restore-swapped-${i}`);
+        }
+      } catch (err) {
+        // Put back what was swapped, then drop the staging: the live data is as it was.
+        for (const r of swapped.reverse()) {
+          if (r.existed) renameAt2(r.parentFd, r.staging, r.parentFd, r.name, RENAME_EXCHANGE);
+          else renameAt2(r.parentFd, r.name, r.parentFd, r.staging, 0);
+        }
+        discard();
+        throw new FerryError(
+          "RESTORE_FAILED",
+          `could not swap the restored data in: ${explain(err)}`,
+          { cause: err },
+        );
+      }
+      journal.phase = "cleanup";
+      writeJournal(ctx.stateDir, journal);
+      failpoint("restore-before-cleanup");
+      for (const [i, r] of roots.entries()) {
+        closeSync(r.stagingFd);
+        r.stagingFd = -1;
+        try {
+          removeLeftover(r.parentFd, journal.roots[i] as JournalRoot, true);
+        } catch (err) {
+          ctx.warnings.push(
+            `could not remove the old data of ${r.path} (left at ${r.staging}): ${explain(err)}`,
+          );
+        }
+        closeSync(r.parentFd);
+      }
+      removeJournal(ctx.stateDir, ctx.app);
+      return { entries, bytes };
+    },
+
+    async abort() {
+      discard();
+    },
+  };
+  return session;
+}
