@@ -3,11 +3,12 @@
  * registration of the same name is a programming error and throws at start-up.
  */
 import { filesDriver } from "./files/index.js";
+import { mariadbDriver } from "./mariadb/index.js";
 import { postgresDriver } from "./postgres/index.js";
 import type { Driver } from "./types.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: each driver carries its own config type
-const registered: Driver<any>[] = [filesDriver, postgresDriver];
+const registered: Driver<any>[] = [filesDriver, postgresDriver, mariadbDriver];
 
 // biome-ignore lint/suspicious/noExplicitAny: see above
 export const drivers: ReadonlyMap<string, Driver<any>> = (() => {

@@ -86,6 +86,7 @@ export async function runAs(
   let err = "";
   child.stdout.setEncoding("utf8").on("data", (s: string) => (out += s));
   child.stderr.setEncoding("utf8").on("data", (s: string) => (err += s));
+  child.stdin.on("error", () => {}); // a program that exits without reading its input
   child.stdin.end(opts.input ?? "");
   const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs ?? 120_000);
   const code = await new Promise<number | null>((resolve, reject) => {
