@@ -2,13 +2,23 @@
  * The one registration list of drivers. Adding a driver means adding it here; a second
  * registration of the same name is a programming error and throws at start-up.
  */
+import { commandDriver } from "./command/index.js";
 import { filesDriver } from "./files/index.js";
 import { mariadbDriver } from "./mariadb/index.js";
 import { postgresDriver } from "./postgres/index.js";
+import { redisDriver } from "./redis/index.js";
+import { sqliteDriver } from "./sqlite/index.js";
 import type { Driver } from "./types.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: each driver carries its own config type
-const registered: Driver<any>[] = [filesDriver, postgresDriver, mariadbDriver];
+const registered: Driver<any>[] = [
+  filesDriver,
+  postgresDriver,
+  mariadbDriver,
+  sqliteDriver,
+  redisDriver,
+  commandDriver,
+];
 
 // biome-ignore lint/suspicious/noExplicitAny: see above
 export const drivers: ReadonlyMap<string, Driver<any>> = (() => {

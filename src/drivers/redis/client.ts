@@ -1,0 +1,55 @@
+/** Opening a Redis connection for the driver: no retries, no offline queue, bounded waits. */
+import { readFileSync } from "node:fs";
+import { Redis } from "ioredis";
+import { FerryError } from "../../core/errors.js";
+import type { RedisConnection } from "./config.js";
+
+export function readPassword(conn: RedisConnection): string | undefined {
+  if (conn.passwordFile === undefined) return conn.password;
+  try {
+    return readFileSync(conn.passwordFile, "utf8").replace(/\r?\n$/, "");
+  } catch (err) {
+    throw new FerryError(
+      "CONFIG_INVALID",
+      `cannot read password_file ${conn.passwordFile}: ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
+}
+
+/** Connects to `db` (default: the configured one); throws HELPER_FAILED when unreachable. */
+export async function connectRedis(conn: RedisConnection, db = conn.db): Promise<Redis> {
+  const password = readPassword(conn);
+  const r = new Redis({
+    host: conn.host,
+    port: conn.port,
+    db,
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+    connectTimeout: 10_000,
+    commandTimeout: 600_000,
+    ...(conn.username === undefined ? {} : { username: conn.username }),
+    ...(password === undefined ? {} : { password }),
+    ...(conn.tls ? { tls: {} } : {}),
+  });
+  r.on("error", () => {}); // surfaced through the failing command instead
+  try {
+    await r.connect();
+  } catch (err) {
+    r.disconnect();
+    throw new FerryError(
+      "HELPER_FAILED",
+      `cannot connect to redis at ${conn.host}:${conn.port}: ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
+  return r;
+}
+
+/** The server's version from INFO server. */
+export async function serverVersion(r: Redis): Promise<string> {
+  const info = await r.info("server");
+  return /redis_version:(\S+)/.exec(info)?.[1] ?? "unknown";
+}

@@ -1,0 +1,56 @@
+/**
+ * The `redis` driver: a logical backup through a client (works when the server keeps
+ * nothing on disk), or `redis-cli --rdb` where it has persistence. Consistency notes are
+ * in backup.ts, restore semantics in restore.ts.
+ */
+import type { ArchiveEntry } from "../../core/archive/writer.js";
+import type { Driver } from "../types.js";
+import { backupLogical, backupRdb, KEYS_ENTRY, RDB_ENTRY } from "./backup.js";
+import { connectRedis, serverVersion } from "./client.js";
+import { type RedisConfig, redisSchema } from "./config.js";
+import { openRedisRestore } from "./restore.js";
+
+export const redisDriver: Driver<RedisConfig> = {
+  name: "redis",
+  type: "redis.v1",
+  version: 1,
+  schema: redisSchema,
+
+  async describe(config) {
+    const c = config.conn;
+    return {
+      host: c.host,
+      port: c.port,
+      db: c.db,
+      mode: config.mode,
+      staging_db: config.staging_db ?? null,
+      entry: config.mode === "rdb" ? RDB_ENTRY : KEYS_ENTRY,
+    };
+  },
+
+  async health(config) {
+    try {
+      const r = await connectRedis(config.conn);
+      try {
+        const version = await serverVersion(r);
+        const keys = await r.dbsize();
+        return { ok: true, message: `redis ${version}, db ${config.conn.db}: ${keys} keys` };
+      } finally {
+        r.disconnect();
+      }
+    } catch (err) {
+      return { ok: false, message: (err as Error).message };
+    }
+  },
+
+  manifest(config) {
+    const c = config.conn;
+    return { mode: config.mode, host: c.host, port: c.port, db: c.db };
+  },
+
+  backup(config, ctx): AsyncIterable<ArchiveEntry> {
+    return config.mode === "rdb" ? backupRdb(config, ctx) : backupLogical(config, ctx);
+  },
+
+  restore: openRedisRestore,
+};

@@ -1,0 +1,291 @@
+/**
+ * Private spool directories for helper output.
+ *
+ * A tar header carries the entry's size before its body, so a dump whose length is known
+ * only at its end (pg_dump, sqlite3's VACUUM INTO, redis-cli --rdb, a user command, the
+ * redis key stream) is written to a temporary file first and streamed from there: never
+ * held whole in memory. The directory is created 0700 by ferryd (mkdtemp) and, only when
+ * a helper must write into it itself, handed to that helper's user.
+ *
+ * A directory the application's user owns is theirs to play with while ferryd works: they
+ * could swap the dump for a symlink to /etc/shadow, or a subdirectory for a symlink to /.
+ * So everything inside is opened and removed relative to the held directory descriptor
+ * with RESOLVE_BENEATH|NO_SYMLINKS, a spooled file must be a regular file with one link
+ * (and owned by the helper's user where one wrote it), and removal walks descriptors, never
+ * path strings. `remove` is idempotent and is called in every `finally`.
+ */
+import {
+  chownSync,
+  closeSync,
+  createWriteStream,
+  fstatSync,
+  fsyncSync,
+  mkdtempSync,
+  read,
+  rmdirSync,
+  write,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import type { TarHeader } from "../core/archive/tar.js";
+import type { ArchiveEntry } from "../core/archive/writer.js";
+import { FerryError } from "../core/errors.js";
+import { openBeneath, openDirBeneath, openRoot } from "../core/safe-fs.js";
+import type { Helper, HelperUser } from "../core/spawn.js";
+import {
+  O_CREAT,
+  O_EXCL,
+  O_NONBLOCK,
+  O_RDONLY,
+  O_WRONLY,
+  readDir,
+  S_IFMT,
+  S_IFREG,
+  SysError,
+  unlinkAt,
+} from "../core/sys.js";
+import { groupName, userName } from "../core/users.js";
+
+const CHUNK = 1024 * 1024;
+
+export interface SpooledFile {
+  fd: number;
+  size: number;
+  uid: number;
+  gid: number;
+}
+
+export class Spool {
+  private readonly open = new Set<number>();
+  private removed = false;
+
+  private constructor(
+    /** Absolute path of the spool directory (for helpers that need a path). */
+    readonly path: string,
+    /** Held descriptor of the spool directory. */
+    readonly fd: number,
+  ) {}
+
+  /**
+   * A new private directory under the system temp dir. With `writer`, the directory is
+   * given to that user so a helper running as them can create its output there.
+   */
+  static create(label: string, writer?: HelperUser): Spool {
+    const path = mkdtempSync(join(tmpdir(), `ferry-${label.replace(/[^a-z0-9-]/gi, "_")}-`));
+    try {
+      if (writer !== undefined && writer.uid !== process.getuid?.()) {
+        chownSync(path, writer.uid, writer.gid);
+      }
+      return new Spool(path, openRoot(path));
+    } catch (err) {
+      rmdirSync(path);
+      throw err;
+    }
+  }
+
+  /** Path of `name` inside the spool, for a helper's argument. */
+  pathOf(name: string): string {
+    return `${this.path}/${name}`;
+  }
+
+  /** Creates the new file `name` for writing (closed by `closeFd` or `remove`). */
+  createFile(name: string): number {
+    const fd = openBeneath(this.fd, name, O_WRONLY | O_CREAT | O_EXCL, 0o600);
+    this.open.add(fd);
+    return fd;
+  }
+
+  /** Closes a descriptor this spool handed out, once. */
+  closeFd(fd: number): void {
+    if (this.open.delete(fd)) closeSync(fd);
+  }
+
+  /** Writes a stream to a new file `name`; resolves with its length. */
+  async write(name: string, src: Readable | AsyncIterable<Buffer>): Promise<number> {
+    const fd = openBeneath(this.fd, name, O_WRONLY | O_CREAT | O_EXCL, 0o600);
+    this.open.add(fd);
+    try {
+      await pipeline(src, createWriteStream("", { fd, autoClose: false, highWaterMark: CHUNK }));
+      fsyncSync(fd);
+      return fstatSync(fd).size;
+    } finally {
+      if (this.open.delete(fd)) closeSync(fd);
+    }
+  }
+
+  /**
+   * Opens a spooled file for reading. It must be a regular file with a single link and,
+   * with `owner`, owned by that uid (so a helper's user cannot substitute another file).
+   */
+  openFile(name: string, owner?: number): SpooledFile {
+    let fd: number;
+    try {
+      fd = openBeneath(this.fd, name, O_RDONLY | O_NONBLOCK);
+    } catch (err) {
+      if (err instanceof SysError && err.errnoName === "ENOENT") {
+        throw new FerryError("HELPER_FAILED", `the helper produced no output file ${name}`);
+      }
+      throw new FerryError(
+        "SOURCE_CHANGED",
+        `the helper's output ${name} is not a plain file: ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
+    const st = fstatSync(fd);
+    if (
+      (st.mode & S_IFMT) !== S_IFREG ||
+      st.nlink !== 1 ||
+      (owner !== undefined && st.uid !== owner)
+    ) {
+      closeSync(fd);
+      throw new FerryError(
+        "SOURCE_CHANGED",
+        `the helper's output ${name} is not a plain file of its own (mode ${st.mode.toString(8)}, ` +
+          `${st.nlink} links, uid ${st.uid}); refusing to read it`,
+      );
+    }
+    this.open.add(fd);
+    return { fd, size: st.size, uid: st.uid, gid: st.gid };
+  }
+
+  /** Reads exactly `size` bytes of an opened spool file in 1 MiB chunks, then closes it. */
+  async *read(file: SpooledFile): AsyncGenerator<Buffer> {
+    try {
+      let pos = 0;
+      while (pos < file.size) {
+        const want = Math.min(CHUNK, file.size - pos);
+        const buf = Buffer.allocUnsafe(want);
+        const n = await new Promise<number>((resolve, reject) =>
+          read(file.fd, buf, 0, want, pos, (err, got) => (err ? reject(err) : resolve(got))),
+        );
+        if (n === 0) {
+          throw new FerryError("SOURCE_CHANGED", "a spooled dump shrank while it was being read");
+        }
+        pos += n;
+        yield n === want ? buf : buf.subarray(0, n);
+      }
+    } finally {
+      this.closeFile(file);
+    }
+  }
+
+  closeFile(file: SpooledFile): void {
+    this.closeFd(file.fd);
+  }
+
+  /** An archive entry whose body is the spooled file `name`. */
+  entry(
+    archivePath: string,
+    name: string,
+    meta: { owner?: number; mode?: number } = {},
+  ): ArchiveEntry {
+    const f = this.openFile(name, meta.owner);
+    const header: TarHeader = {
+      path: archivePath,
+      type: "file",
+      mode: meta.mode ?? 0o600,
+      uid: f.uid,
+      gid: f.gid,
+      uname: userName(f.uid),
+      gname: groupName(f.gid),
+      size: f.size,
+      mtimeSec: Math.floor(Date.now() / 1000),
+      mtimeNsec: 0,
+      linkpath: "",
+    };
+    return { header, body: this.read(f) };
+  }
+
+  /** Removes the directory and all it holds, through descriptors. Idempotent. */
+  remove(): void {
+    if (this.removed) return;
+    this.removed = true;
+    for (const fd of this.open) closeSync(fd);
+    this.open.clear();
+    try {
+      removeChildren(this.fd);
+    } finally {
+      closeSync(this.fd);
+      try {
+        rmdirSync(this.path);
+      } catch {
+        // Renamed away or replaced by its owner: nothing of ours is left to remove there.
+      }
+    }
+  }
+}
+
+function removeChildren(dirfd: number): void {
+  for (const d of readDir(dirfd)) {
+    const name = d.name.toString("latin1");
+    try {
+      unlinkAt(dirfd, name, false);
+    } catch (err) {
+      if (!(err instanceof SysError) || (err.errnoName !== "EISDIR" && err.errnoName !== "EPERM")) {
+        throw err;
+      }
+      const sub = openDirBeneath(dirfd, name);
+      try {
+        removeChildren(sub);
+      } finally {
+        closeSync(sub);
+      }
+      unlinkAt(dirfd, name, true);
+    }
+  }
+}
+
+/**
+ * Waits for a helper whose stdout is being spooled into `spool` as `name`. Succeeds only
+ * when the stream ended, the helper exited 0 and at least one byte came out; otherwise the
+ * helper is killed and the error (with its stderr) is thrown.
+ */
+export async function spoolHelper(
+  helper: Helper,
+  spool: Spool,
+  name: string,
+  label: string,
+): Promise<number> {
+  if (helper.stdout === null) throw new FerryError("INTERNAL", `${label}: stdout is not a pipe`);
+  const writing = spool.write(name, helper.stdout);
+  writing.catch(() => {});
+  let bytes: number;
+  try {
+    [bytes] = await Promise.all([writing, helper.done]);
+  } catch (err) {
+    helper.kill();
+    // The helper's own failure (with its stderr) explains more than a broken pipe does.
+    const exit = await helper.done.then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    await writing.catch(() => {});
+    throw exit ?? err;
+  }
+  if (bytes === 0) throw noData(label, helper.stderrText());
+  return bytes;
+}
+
+/** Writes all of `buf` at the file's current offset. */
+export function writeAll(fd: number, buf: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const step = (off: number) => {
+      write(fd, buf, off, buf.length - off, null, (err, n) => {
+        if (err) return reject(err);
+        if (off + n < buf.length) return step(off + n);
+        resolve();
+      });
+    };
+    step(0);
+  });
+}
+
+export function noData(label: string, stderr: string): FerryError {
+  const tail = stderr.trim().split("\n").slice(-20).join("\n");
+  return new FerryError(
+    "HELPER_FAILED",
+    `${label} exited 0 but produced no data${tail === "" ? "" : `: ${tail}`}`,
+  );
+}

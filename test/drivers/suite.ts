@@ -1,0 +1,430 @@
+/**
+ * The one driver test suite every driver runs (CONVENTIONS.md; like restic's
+ * backend/test/suite.go). It drives a driver exactly as ferryd does: through
+ * `backupWithHooks` → `writeArchive` → archive bytes → `ArchiveParser` →
+ * `restoreWithHooks` session → `commit` only after the end record verified, `abort` on any
+ * failure. Every test uses hooks that append their name to a log, so "the post hook ran"
+ * is checked each time.
+ *
+ * API:
+ *
+ * ```ts
+ * runDriverSuite({
+ *   name: "sqlite",                 // test names are prefixed with it
+ *   driver: sqliteDriver,
+ *   skip: needsRoot,                // false, or a reason string (e.g. tool not installed)
+ *   setup: async () => ({           // called once (in `before`); start servers here
+ *     table: {...},                 // the [apps.NAME] table, without `driver`/`hooks`
+ *     hookUser: "ferry-sqlite",     // hooks run as this user, who must be able to
+ *     hookDir: "/tmp/…",            //   append to files in this directory
+ *     seed, mutate, snapshot,       // see SuiteTarget
+ *     failing, empty, slow, garbage,
+ *     teardown,
+ *   }),
+ * });
+ * ```
+ *
+ * - `seed()` puts known data in place; `snapshot()` returns a string that is equal for
+ *   equal data (a dump, a checksum list); `mutate()` changes the data so a restore shows.
+ * - `failing`: table keys that make the helper fail, and text its stderr must contain.
+ * - `empty`: table keys that make the helper exit 0 with no data (omit if impossible).
+ * - `slow`: table keys (plus optional `block()` returning a release function) that make the
+ *   helper run until cancelled; `helperRunning()` says whether it is still alive.
+ * - `garbage`: entries of an archive that verifies but whose payload the driver must
+ *   refuse at restore (omit for drivers that cannot tell, like `command`).
+ *
+ * Tests (each bounded in time):
+ * 1. round trip: seed → backup → mutate → restore → snapshot equal to the seeded one;
+ *    hooks ran in order pre_backup, post_backup, pre_restore, post_restore;
+ * 2. a failing helper fails the backup with its stderr in the message; post hook ran;
+ * 3. empty output fails the backup; post hook ran;
+ * 4. cancel (AbortSignal) mid-helper kills it, post hook ran; an early `return()` of the
+ *    iterator (client disconnect) runs the post hook too;
+ * 5. a corrupted archive (a flipped payload byte), a truncated one, and a verifying one
+ *    with a garbage payload are refused and leave the live data exactly as it was; the
+ *    post_restore hook ran.
+ */
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { existsSync, readFileSync, rmSync } from "node:fs";
+import { after, before, describe, test } from "node:test";
+import { ArchiveParser } from "../../src/core/archive/reader.js";
+import { type ArchiveEntry, writeArchive } from "../../src/core/archive/writer.js";
+import { FerryError } from "../../src/core/errors.js";
+import { backupWithHooks, restoreWithHooks } from "../../src/drivers/hooks.js";
+import type { Driver, RestoreResult, RestoreSession } from "../../src/drivers/types.js";
+
+// biome-ignore lint/suspicious/noExplicitAny: drivers carry their own config types
+type AnyDriver = Driver<any>;
+type Table = Record<string, unknown>;
+
+export interface SuiteTarget {
+  table: Table;
+  hookUser: string;
+  hookDir: string;
+  seed(): Promise<void>;
+  mutate(): Promise<void>;
+  snapshot(): Promise<string>;
+  failing?: { table: Table; stderr: RegExp };
+  empty?: { table: Table };
+  slow?: {
+    table: Table;
+    block?(): Promise<() => Promise<void>>;
+    helperRunning(): Promise<boolean>;
+  };
+  garbage?: { path: string; body: Buffer }[];
+  teardown?(): Promise<void>;
+}
+
+export interface SuiteOptions {
+  name: string;
+  driver: AnyDriver;
+  skip: false | string;
+  setup(): Promise<SuiteTarget>;
+}
+
+/** argv that runs `argv` as `user` without capabilities (for fixtures, not for ferryd). */
+export function asUser(user: { uid: number; gid: number }, argv: string[]): string[] {
+  return [
+    "setpriv",
+    `--reuid=${user.uid}`,
+    `--regid=${user.gid}`,
+    "--init-groups",
+    "--inh-caps=-all",
+    "--ambient-caps=-all",
+    "--",
+    ...argv,
+  ];
+}
+
+/** Runs a fixture command as `user`, returning stdout; throws with stderr on failure. */
+export function runAs(user: { uid: number; gid: number }, argv: string[], input?: string): string {
+  const full = asUser(user, argv);
+  return execFileSync(full[0] as string, full.slice(1), {
+    input,
+    encoding: "utf8",
+    timeout: 60_000,
+    stdio: ["pipe", "pipe", "pipe"],
+    maxBuffer: 256 * 1024 * 1024,
+  });
+}
+
+/** A test user (created once, `useradd --system`); root only. */
+export function ensureUser(name: string): { name: string; uid: number; gid: number } {
+  try {
+    execFileSync("id", ["-u", name], { stdio: "ignore" });
+  } catch {
+    execFileSync("useradd", [
+      "--system",
+      "--no-create-home",
+      "--shell",
+      "/usr/sbin/nologin",
+      "--user-group",
+      name,
+    ]);
+  }
+  const uid = Number(execFileSync("id", ["-u", name]).toString().trim());
+  const gid = Number(execFileSync("id", ["-g", name]).toString().trim());
+  return { name, uid, gid };
+}
+
+export function hasProgram(name: string): boolean {
+  return ["/usr/bin", "/bin", "/usr/sbin", "/usr/local/bin"].some((d) =>
+    existsSync(`${d}/${name}`),
+  );
+}
+
+/** Polls `cond` until true or `ms` passed. */
+export async function waitFor(
+  cond: () => boolean | Promise<boolean>,
+  ms: number,
+): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    if (await cond()) return true;
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** The validated settings of an app table (what ferryd keeps as `app.settings`). */
+export function settingsOf(driver: AnyDriver, table: Table): Record<string, unknown> {
+  const r = driver.schema.safeParse({ driver: driver.name, ...table });
+  if (!r.success) throw new Error(`test config invalid: ${JSON.stringify(r.error.issues)}`);
+  return r.data as Record<string, unknown>;
+}
+
+function manifestFor(driver: AnyDriver, app: string, settings: unknown): Record<string, unknown> {
+  return {
+    app,
+    driver: driver.name,
+    driver_type: driver.type,
+    driver_version: driver.version,
+    ferry_version: "test",
+    host: "test",
+    created: new Date().toISOString(),
+    ...driver.manifest(settings),
+  };
+}
+
+/** A backup through the hooks wrapper into archive bytes, as ferryd streams it. */
+export async function backupArchive(
+  driver: AnyDriver,
+  app: { name: string; settings: Record<string, unknown> },
+  opts: { signal?: AbortSignal; warnings?: string[]; onChunk?: () => void } = {},
+): Promise<Buffer> {
+  const warnings = opts.warnings ?? [];
+  const ctx = { app: app.name, signal: opts.signal ?? new AbortController().signal, warnings };
+  const chunks: Buffer[] = [];
+  const archive = writeArchive(
+    manifestFor(driver, app.name, app.settings),
+    backupWithHooks(app, driver, ctx),
+    warnings,
+  );
+  try {
+    for await (const b of archive) {
+      chunks.push(b);
+      opts.onChunk?.();
+    }
+  } finally {
+    await archive.return(undefined as never).catch(() => {});
+  }
+  return Buffer.concat(chunks);
+}
+
+/** Restores archive bytes through the hooks wrapper, as ferryd does. */
+export async function restoreArchive(
+  driver: AnyDriver,
+  app: { name: string; settings: Record<string, unknown> },
+  bytes: Buffer,
+  opts: { warnings?: string[]; chunk?: number } = {},
+): Promise<RestoreResult> {
+  const warnings = opts.warnings ?? [];
+  const signal = new AbortController().signal;
+  let session: RestoreSession | undefined;
+  const parser = new ArchiveParser({
+    manifest: async (m) => {
+      session = await restoreWithHooks(app, driver, {
+        app: app.name,
+        signal,
+        warnings,
+        manifest: m,
+        stateDir: "/nonexistent",
+      });
+    },
+    entry: (h) => (session as RestoreSession).entry(h),
+    data: (c) => (session as RestoreSession).data(c),
+    entryEnd: (h) => (session as RestoreSession).entryEnd(h),
+  });
+  const step = opts.chunk ?? 64 * 1024;
+  try {
+    for (let off = 0; off < bytes.length; off += step) {
+      await parser.write(bytes.subarray(off, off + step));
+    }
+    parser.finish();
+    if (session === undefined) throw new Error("no manifest");
+  } catch (err) {
+    await session?.abort(err);
+    throw err;
+  }
+  return await session.commit();
+}
+
+/** Payload entries of archive bytes. */
+export async function payloadOf(bytes: Buffer): Promise<{ path: string; body: Buffer }[]> {
+  const out: { path: string; body: Buffer }[] = [];
+  let cur: Buffer[] = [];
+  const p = new ArchiveParser({
+    entry: () => {
+      cur = [];
+    },
+    data: (c) => {
+      cur.push(Buffer.from(c));
+    },
+    entryEnd: (h) => {
+      out.push({ path: h.path, body: Buffer.concat(cur) });
+    },
+  });
+  await p.write(bytes);
+  p.finish();
+  return out;
+}
+
+/** A valid archive (fresh end record) holding the given entries. */
+export async function archiveOf(
+  manifest: Record<string, unknown>,
+  entries: { path: string; body: Buffer }[],
+): Promise<Buffer> {
+  async function* gen(): AsyncGenerator<ArchiveEntry> {
+    for (const e of entries) {
+      yield {
+        header: {
+          path: e.path,
+          type: "file",
+          mode: 0o600,
+          uid: 0,
+          gid: 0,
+          uname: "",
+          gname: "",
+          size: e.body.length,
+          mtimeSec: 0,
+          mtimeNsec: 0,
+          linkpath: "",
+        },
+        body: e.body,
+      };
+    }
+  }
+  const chunks: Buffer[] = [];
+  for await (const b of writeArchive(manifest, gen())) chunks.push(b);
+  return Buffer.concat(chunks);
+}
+
+const HOOKS = ["pre_backup", "post_backup", "pre_restore", "post_restore"] as const;
+
+export function runDriverSuite(opts: SuiteOptions): void {
+  describe(`${opts.name}: shared driver suite`, { skip: opts.skip, timeout: 120_000 }, () => {
+    let t: SuiteTarget;
+    let hookLog: string;
+    let n = 0;
+
+    before(async () => {
+      t = await opts.setup();
+    });
+    after(async () => {
+      await t?.teardown?.();
+    });
+
+    /** An app with hooks logging to a fresh file; `extra` overrides table keys. */
+    const app = (extra: Table = {}) => {
+      hookLog = `${t.hookDir}/hooks-${++n}.log`;
+      const hooks: Record<string, unknown> = { user: t.hookUser, timeout: 30 };
+      for (const h of HOOKS) hooks[h] = ["sh", "-c", 'echo "$FERRY_HOOK" >> "$0"', hookLog];
+      const table = { ...t.table, ...extra, restore: true, hooks };
+      return { name: `${opts.name}-app`, settings: settingsOf(opts.driver, table) };
+    };
+    const hooksRun = (): string[] =>
+      existsSync(hookLog) ? readFileSync(hookLog, "utf8").trim().split("\n") : [];
+
+    test("round trip: restore makes the data equal to the backup; hooks run around both", async () => {
+      await t.seed();
+      const before = await t.snapshot();
+      const a = app();
+      const warnings: string[] = [];
+      const bytes = await backupArchive(opts.driver, a, { warnings });
+      assert.deepEqual(warnings, []);
+      await t.mutate();
+      assert.notEqual(await t.snapshot(), before, "mutate() must change the data");
+      await restoreArchive(opts.driver, a, bytes, { warnings });
+      assert.equal(await t.snapshot(), before);
+      assert.deepEqual(hooksRun(), [...HOOKS]);
+      assert.deepEqual(warnings, []);
+    });
+
+    test("a failing helper fails the backup with its stderr; the post hook runs", async (ctx) => {
+      if (t.failing === undefined) return ctx.skip("no way to make this helper fail");
+      const a = app(t.failing.table);
+      await assert.rejects(backupArchive(opts.driver, a), (err: unknown) => {
+        assert.ok(err instanceof FerryError, String(err));
+        assert.match(err.message, (t.failing as { stderr: RegExp }).stderr);
+        return true;
+      });
+      assert.deepEqual(hooksRun(), ["pre_backup", "post_backup"]);
+    });
+
+    test("a helper that yields no data fails the backup", async (ctx) => {
+      if (t.empty === undefined) return ctx.skip("this driver's helper cannot be empty");
+      const a = app(t.empty.table);
+      await assert.rejects(backupArchive(opts.driver, a), (err: unknown) => {
+        assert.ok(err instanceof FerryError, String(err));
+        assert.equal(err.code, "HELPER_FAILED");
+        assert.match(err.message, /no data|no output/);
+        return true;
+      });
+      assert.deepEqual(hooksRun(), ["pre_backup", "post_backup"]);
+    });
+
+    test("cancel mid-helper kills the helper and runs the post hook", async (ctx) => {
+      const slow = t.slow;
+      if (slow === undefined) return ctx.skip("no slow helper for this driver");
+      const release = (await slow.block?.()) ?? (async () => {});
+      try {
+        const a = app(slow.table);
+        const ac = new AbortController();
+        const started = Date.now();
+        const p = backupArchive(opts.driver, a, { signal: ac.signal });
+        p.catch(() => {});
+        assert.ok(await waitFor(() => slow.helperRunning(), 15_000), "the helper never started");
+        ac.abort(new FerryError("CANCELLED", "the client disconnected"));
+        await assert.rejects(p);
+        assert.ok(Date.now() - started < 30_000, "cancel took too long");
+        assert.ok(
+          await waitFor(async () => !(await slow.helperRunning()), 10_000),
+          "the helper is still running after cancel",
+        );
+        assert.deepEqual(hooksRun(), ["pre_backup", "post_backup"]);
+      } finally {
+        await release();
+      }
+    });
+
+    test("an early return of the entries (client disconnect) runs the post hook", async () => {
+      await t.seed();
+      const a = app();
+      const it = backupWithHooks(a, opts.driver, {
+        app: a.name,
+        signal: new AbortController().signal,
+        warnings: [],
+      })[Symbol.asyncIterator]();
+      const first = await it.next();
+      assert.equal(first.done, false);
+      assert.deepEqual(hooksRun(), ["pre_backup"]);
+      await it.return?.(undefined);
+      assert.deepEqual(hooksRun(), ["pre_backup", "post_backup"]);
+    });
+
+    test("failed restores (corrupted, truncated, garbage) leave the live data intact", async () => {
+      await t.seed();
+      const a = app();
+      const bytes = await backupArchive(opts.driver, a);
+      await t.mutate();
+      const live = await t.snapshot();
+
+      // A flipped byte in the payload: the end record no longer matches.
+      const payload = await payloadOf(bytes);
+      const firstBody = payload.find((e) => e.body.length > 0);
+      assert.ok(firstBody !== undefined);
+      const at = bytes.indexOf(firstBody.body.subarray(0, Math.min(64, firstBody.body.length)));
+      assert.ok(at > 0);
+      const corrupted = Buffer.from(bytes);
+      const flip = at + Math.min(10, firstBody.body.length - 1);
+      corrupted[flip] = (corrupted[flip] as number) ^ 0xff;
+      await assert.rejects(restoreArchive(opts.driver, a, corrupted), (err: unknown) => {
+        assert.ok(err instanceof FerryError);
+        assert.match(err.code, /ARCHIVE_/);
+        return true;
+      });
+      assert.equal(await t.snapshot(), live, "a corrupted archive changed the live data");
+      assert.deepEqual(hooksRun().slice(-2), ["pre_restore", "post_restore"]);
+
+      // Cut short before the end record.
+      const truncated = bytes.subarray(0, bytes.length - 2048);
+      await assert.rejects(restoreArchive(opts.driver, a, truncated));
+      assert.equal(await t.snapshot(), live, "a truncated archive changed the live data");
+
+      // A well-formed archive whose payload the driver must refuse.
+      if (t.garbage !== undefined) {
+        const manifest = manifestFor(opts.driver, a.name, a.settings);
+        const garbage = await archiveOf(manifest, t.garbage);
+        await assert.rejects(restoreArchive(opts.driver, a, garbage));
+        assert.equal(await t.snapshot(), live, "a garbage payload changed the live data");
+      }
+      assert.equal(hooksRun().filter((h) => h === "post_restore").length, t.garbage ? 3 : 2);
+    });
+  });
+}
+
+/** Removes a test directory, ignoring errors. */
+export function removeDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}
