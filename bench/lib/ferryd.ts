@@ -1,0 +1,115 @@
+/**
+ * A real ferryd for the benchmark, started the way production starts it (see env.ts), and
+ * the `ferry` command lines that talk to it. Each case starts its own ferryd with only the
+ * applications it needs, so a case whose driver does not exist yet cannot break the others.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { once } from "node:events";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { type BenchEnv, FERRY, FERRYD } from "./env.js";
+import { asUser, run } from "./proc.js";
+
+export interface Ferryd {
+  pid: number;
+  socket: string;
+  log(): string;
+  /** VmHWM (peak resident set) of the ferryd process, in bytes. */
+  peakRss(): number;
+  stop(): Promise<void>;
+}
+
+/** TOML for one application; values are strings, numbers, booleans or string arrays. */
+export function appToml(name: string, settings: Record<string, unknown>): string {
+  const lines = [`[apps.${name}]`];
+  for (const [k, v] of Object.entries(settings)) lines.push(`${k} = ${JSON.stringify(v)}`);
+  return `${lines.join("\n")}\n`;
+}
+
+export async function startFerryd(env: BenchEnv, name: string, apps: string[]): Promise<Ferryd> {
+  const socket = join(env.tmp, `run-${name}`, "ferry.sock");
+  env.ownedDir(join(env.tmp, `run-${name}`), env.backupUser, 0o700);
+  const stateDir = env.ownedDir(join(env.tmp, `state-${name}`), env.backupUser, 0o700);
+  const config = env.writeConfig(
+    name,
+    `version = 1\nsocket = ${JSON.stringify(socket)}\nstate_dir = ${JSON.stringify(stateDir)}\n\n${apps.join("\n")}`,
+  );
+  const args = [process.execPath, FERRYD, "--config", config];
+  if (env.isRoot) args.push("--user", env.backupUser.name);
+  const child: ChildProcess = spawn(args[0] as string, args.slice(1), {
+    stdio: ["ignore", "ignore", "pipe"],
+    env: { ...process.env, FERRY_LOG_LEVEL: process.env.FERRY_LOG_LEVEL ?? "info" },
+  });
+  let log = "";
+  child.stderr?.on("data", (d: Buffer) => {
+    log = (log + d.toString()).slice(-64_000);
+  });
+  const deadline = Date.now() + 20_000;
+  while (!log.includes('"msg":"ferryd listening"')) {
+    if (child.exitCode !== null) throw new Error(`ferryd exited ${child.exitCode}: ${log.trim()}`);
+    if (Date.now() > deadline) {
+      child.kill("SIGKILL");
+      throw new Error(`ferryd did not start within 20 s: ${log.trim()}`);
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  const pid = child.pid as number;
+  return {
+    pid,
+    socket,
+    log: () => log,
+    peakRss() {
+      const status = readFileSync(`/proc/${pid}/status`, "utf8");
+      const m = /^VmHWM:\s+(\d+)\s+kB/m.exec(status);
+      if (m === null) throw new Error(`no VmHWM in /proc/${pid}/status`);
+      return Number(m[1]) * 1024;
+    },
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill("SIGTERM");
+      const t = setTimeout(() => child.kill("SIGKILL"), 5000);
+      await once(child, "exit");
+      clearTimeout(t);
+    },
+  };
+}
+
+/** argv of `ferry --socket SOCK ARGS…` as the backup user. */
+export function ferryArgv(env: BenchEnv, socket: string, args: string[]): string[] {
+  return asUser(env.backupUser, [process.execPath, FERRY, "--socket", socket, ...args]);
+}
+
+export interface FerryAbilities {
+  /** Command words listed by `ferry --help`. */
+  commands: string[];
+  /** Driver types ferryd reports in GET /v1/version (e.g. "files.v1"). */
+  drivers: string[];
+  version: string;
+}
+
+/** What the built Ferry can do: its commands, and the drivers of a probe ferryd. */
+export async function probeFerry(env: BenchEnv): Promise<FerryAbilities> {
+  const help = await run([process.execPath, FERRY, "--help"]);
+  const commands: string[] = [];
+  let inCommands = false;
+  for (const line of help.stdout.split("\n")) {
+    if (/^Commands:/.test(line)) inCommands = true;
+    else if (inCommands && /^\S/.test(line)) inCommands = false;
+    else if (inCommands) {
+      const m = /^ {2}([a-z][a-z-]*)\b/.exec(line);
+      if (m !== null) commands.push(m[1] as string);
+    }
+  }
+  const daemon = await startFerryd(env, "probe", []);
+  try {
+    const v = await run(ferryArgv(env, daemon.socket, ["version", "--json"]));
+    const info = JSON.parse(v.stdout) as { ferry: string; ferryd: { drivers: string[] } };
+    return { commands, drivers: info.ferryd.drivers, version: info.ferry };
+  } finally {
+    await daemon.stop();
+  }
+}
+
+export function hasDriver(abilities: FerryAbilities, name: string): boolean {
+  return abilities.drivers.some((d) => d === name || d.startsWith(`${name}.`));
+}
