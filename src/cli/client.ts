@@ -109,7 +109,7 @@ export class FerryClient {
       case "EPIPE":
         return new FerryError(
           "PEER_REJECTED",
-          `ferryd on ${where} closed the connection without answering: this user (uid ${process.getuid?.()}) is not allowed to use it`,
+          `ferryd on ${where} closed the connection without answering: most likely this user (uid ${process.getuid?.()}) is not allowed to use it (ferryd's audit log says)`,
           { cause: err },
         );
       default:

@@ -15,8 +15,9 @@ import { describeError, FerryError, toFerryError } from "../core/errors.js";
 import { drivers } from "../drivers/all.js";
 import type { RestoreSession } from "../drivers/types.js";
 import { audit } from "./audit.js";
+import { consumeBody } from "./body.js";
 import type { AppConfig } from "./config.js";
-import { sendError, sendJson } from "./respond.js";
+import { sendErrorDuringUpload, sendJson } from "./respond.js";
 import type { FerryDaemon, RequestContext } from "./server.js";
 
 export async function handleRestore(
@@ -120,9 +121,7 @@ export async function handleRestore(
         );
       }
     }
-    // Drain what the client still sends so it can read the answer.
-    req.resume();
-    sendError(res, failure);
+    sendErrorDuringUpload(req, res, failure);
   } finally {
     res.off("close", onClose);
     daemon.busy.delete(app.name);

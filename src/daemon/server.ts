@@ -22,7 +22,7 @@ import { audit } from "./audit.js";
 import { streamBackup } from "./backup.js";
 import { APP_NAME, type AppConfig, type Config } from "./config.js";
 import { checkPeer } from "./peer.js";
-import { sendError, sendJson } from "./respond.js";
+import { sendErrorDuringUpload, sendJson } from "./respond.js";
 import { handleRestore } from "./restore.js";
 
 export interface Identity {
@@ -122,7 +122,7 @@ export class FerryDaemon {
     }
     const ctx: RequestContext = { peer, started: Date.now() };
     this.route(req, res, ctx).catch((err) => {
-      const fe = sendError(res, err);
+      const fe = sendErrorDuringUpload(req, res, err);
       if (fe.code === "INTERNAL") this.log.error({ err }, "request failed");
       audit(this.log, {
         peer,
