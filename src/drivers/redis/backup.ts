@@ -105,46 +105,43 @@ export async function* backupLogical(
   ctx: DriverContext,
 ): AsyncGenerator<ArchiveEntry> {
   const conn = config.conn;
+  // Cancel and timeout both close the connection, which fails whatever command is waiting.
+  const timeout = AbortSignal.timeout(timeoutMs(config));
+  const signal = AbortSignal.any([ctx.signal, timeout]);
   let r: Redis | undefined;
   const spool = Spool.create("redis");
-  const onAbort = () => r?.disconnect();
-  ctx.signal.addEventListener("abort", onAbort, { once: true });
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    r?.disconnect();
-  }, timeoutMs(config));
-  timer.unref();
   try {
-    r = await connectRedis(conn);
-    const version = await serverVersion(r);
-    const fd = spool.createFile("keys");
+    let version: string;
     let keys: number;
     try {
-      keys = await dumpKeys(r, fd, ctx.signal);
-      fsyncSync(fd);
+      r = await connectRedis(conn, conn.db, signal);
+      version = await serverVersion(r);
+      const fd = spool.createFile("keys");
+      try {
+        keys = await dumpKeys(r, fd, signal);
+        fsyncSync(fd);
+      } finally {
+        spool.closeFd(fd);
+      }
     } catch (err) {
       if (ctx.signal.aborted) throw ctx.signal.reason;
-      if (timedOut) {
+      if (timeout.aborted) {
         throw new FerryError(
           "HELPER_TIMEOUT",
           `logical backup of redis timed out after ${config.timeout}s`,
         );
       }
+      if (err instanceof FerryError) throw err;
       throw new FerryError(
         "BACKUP_FAILED",
         `logical backup of redis ${conn.host}:${conn.port} db ${conn.db} failed: ${(err as Error).message}`,
         { cause: err },
       );
-    } finally {
-      spool.closeFd(fd);
     }
     r.disconnect();
     yield metaEntry({ mode: "logical", redis_version: version, db: conn.db, keys });
     yield spool.entry(KEYS_ENTRY, "keys");
   } finally {
-    clearTimeout(timer);
-    ctx.signal.removeEventListener("abort", onAbort);
     r?.disconnect();
     spool.remove();
   }

@@ -17,8 +17,16 @@ export function readPassword(conn: RedisConnection): string | undefined {
   }
 }
 
-/** Connects to `db` (default: the configured one); throws HELPER_FAILED when unreachable. */
-export async function connectRedis(conn: RedisConnection, db = conn.db): Promise<Redis> {
+/**
+ * Connects to `db` (default: the configured one); throws HELPER_FAILED when unreachable.
+ * An abort of `signal` while connecting (or later) closes the connection at once.
+ */
+export async function connectRedis(
+  conn: RedisConnection,
+  db = conn.db,
+  signal?: AbortSignal,
+): Promise<Redis> {
+  signal?.throwIfAborted();
   const password = readPassword(conn);
   const r = new Redis({
     host: conn.host,
@@ -29,16 +37,21 @@ export async function connectRedis(conn: RedisConnection, db = conn.db): Promise
     maxRetriesPerRequest: 0,
     retryStrategy: () => null,
     connectTimeout: 10_000,
+    connectionName: "ferry",
     commandTimeout: 600_000,
     ...(conn.username === undefined ? {} : { username: conn.username }),
     ...(password === undefined ? {} : { password }),
     ...(conn.tls ? { tls: {} } : {}),
   });
   r.on("error", () => {}); // surfaced through the failing command instead
+  const onAbort = () => r.disconnect();
+  signal?.addEventListener("abort", onAbort, { once: true });
+  r.once("end", () => signal?.removeEventListener("abort", onAbort));
   try {
     await r.connect();
   } catch (err) {
     r.disconnect();
+    if (signal?.aborted) throw signal.reason;
     throw new FerryError(
       "HELPER_FAILED",
       `cannot connect to redis at ${conn.host}:${conn.port}: ${(err as Error).message}`,
