@@ -29,6 +29,7 @@ import { fsyncSync } from "node:fs";
 import type { Redis } from "ioredis";
 import type { TarHeader } from "../../core/archive/tar.js";
 import { FerryError } from "../../core/errors.js";
+import { timeoutMs } from "../common.js";
 import { Spool, writeAll } from "../spool.js";
 import type { RestoreContext, RestoreSession } from "../types.js";
 import { KEYS_ENTRY, META_ENTRY, RDB_ENTRY } from "./backup.js";
@@ -183,14 +184,26 @@ export async function openRedisRestore(
       current = undefined;
     },
     async commit() {
+      // Cancel and the app's timeout both close the connection, failing what is pending.
+      const timeout = AbortSignal.timeout(timeoutMs(config));
+      const signal = AbortSignal.any([ctx.signal, timeout]);
       try {
         if (!keysStaged) throw invalid(`the archive holds no ${KEYS_ENTRY}`);
         if (config.staging_db !== undefined) {
-          await commitViaStagingDb(config, config.staging_db, records, ctx.signal);
+          await commitViaStagingDb(config, config.staging_db, records, signal);
         } else {
-          await commitInPlace(config, records, ctx.signal);
+          await commitInPlace(config, records, signal);
         }
         return { entries, bytes };
+      } catch (err) {
+        if (timeout.aborted && !ctx.signal.aborted) {
+          throw new FerryError(
+            "HELPER_TIMEOUT",
+            `restore into redis timed out after ${config.timeout}s: ${(err as Error).message}`,
+            { cause: err },
+          );
+        }
+        throw err;
       } finally {
         spool.remove();
       }
@@ -206,7 +219,7 @@ export async function openRedisRestore(
     recs: () => AsyncIterable<KeyRecord>,
     signal: AbortSignal,
   ): Promise<void> {
-    const s = await connectRedis(c.conn, stagingDb);
+    const s = await connectRedis(c.conn, stagingDb, signal);
     try {
       if ((await s.dbsize()) !== 0) {
         throw new FerryError(
@@ -219,7 +232,11 @@ export async function openRedisRestore(
         await restoreAll(s, recs(), signal);
         await s.call("SWAPDB", String(conn.db), String(stagingDb));
       } catch (err) {
-        await s.flushdb().catch(() => {});
+        // Drop what was staged, on a connection of its own: a cancel or timeout has
+        // already closed `s`.
+        const cleanup = await connectRedis(c.conn, stagingDb).catch(() => undefined);
+        await cleanup?.flushdb().catch(() => {});
+        cleanup?.disconnect();
         throw err;
       }
       // The scratch db now holds the old data.
@@ -234,7 +251,7 @@ export async function openRedisRestore(
     recs: () => AsyncIterable<KeyRecord>,
     signal: AbortSignal,
   ): Promise<void> {
-    const r = await connectRedis(c.conn);
+    const r = await connectRedis(c.conn, c.conn.db, signal);
     try {
       const keep = new Set<string>();
       await restoreAll(r, recs(), signal, (k) => keep.add(k.toString("latin1")));

@@ -5,7 +5,9 @@
  * keys, a refused key stream, cancel while the server is paused, and `mode = "rdb"`.
  */
 import assert from "node:assert/strict";
-import { readdirSync } from "node:fs";
+import { chownSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { Redis } from "ioredis";
 import { FerryError } from "../../../src/core/errors.js";
@@ -292,5 +294,27 @@ describe("redis driver", { skip, timeout: 120_000 }, () => {
     );
     const rdb = entries[1]?.body as Buffer;
     assert.equal(rdb.subarray(0, 5).toString(), "REDIS");
+    // A server started on that file holds the same data.
+    const dir = mkdtempSync(join(tmpdir(), "ferry-redis-rdb-"));
+    writeFileSync(`${dir}/dump.rdb`, rdb);
+    chownSync(`${dir}/dump.rdb`, user().uid, user().gid);
+    const loaded = await startRedis(user(), { persistence: true, dir });
+    try {
+      assert.equal(await snapshot(await loaded.client(2)), await snapshot(r));
+    } finally {
+      await loaded.stop();
+    }
+  });
+
+  test("an atomic restore through staging_db leaves the scratch db empty", async () => {
+    await populate(r);
+    const image = await snapshot(r);
+    const app = { name: "cache", settings: table({ staging_db: 4 }) };
+    const bytes = await backupArchive(redisDriver, app);
+    await mutate(r);
+    await restoreArchive(redisDriver, app, bytes);
+    assert.equal(await snapshot(r), image);
+    const scratch = await s.client(4);
+    assert.ok(await waitFor(async () => (await scratch.dbsize()) === 0, 5000));
   });
 });
