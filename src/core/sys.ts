@@ -95,6 +95,7 @@ const c = {
   socketpair: libc.func("int socketpair(int, int, int, _Out_ int *sv)"),
   utimensat: libc.func("int utimensat(int, const char *, _In_ void *, int)"),
   syncfs: libc.func("int syncfs(int)"),
+  futimens: libc.func("int futimens(int, _In_ void *)"),
   lseek: libc.func("int64_t lseek(int, int64_t, int)"),
   close: libc.func("int close(int)"),
 };
@@ -287,6 +288,16 @@ export function setTimesAt(dirfd: number, name: string, sec: number, nsec: numbe
     ts.writeBigInt64LE(BigInt(nsec), off + 8);
   }
   if (c.utimensat(dirfd, name, ts, AT_SYMLINK_NOFOLLOW) !== 0) fail("utimensat", name);
+}
+
+/** futimens: set atime and mtime (= mtime) of an open descriptor, to the nanosecond. */
+export function setTimesFd(fd: number, sec: number, nsec: number): void {
+  const ts = Buffer.alloc(32);
+  for (const off of [0, 16]) {
+    ts.writeBigInt64LE(BigInt(sec), off);
+    ts.writeBigInt64LE(BigInt(nsec), off + 8);
+  }
+  if (c.futimens(fd, ts) !== 0) fail("futimens");
 }
 
 /** syncfs: flush the whole filesystem holding `fd` (one call instead of one fsync per file). */

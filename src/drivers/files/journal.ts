@@ -127,14 +127,18 @@ export function removeLeftover(parentFd: number, root: JournalRoot, keepStaging:
  * Called once at start-up, before ferryd listens.
  */
 export function recoverRestores(stateDir: string, log: Logger): void {
-  let names: string[];
+  let all: string[];
   try {
-    names = readdirSync(journalDir(stateDir)).filter(
-      (n) => n.startsWith("files-") && n.endsWith(".json"),
-    );
+    all = readdirSync(journalDir(stateDir));
   } catch {
     return;
   }
+  // A crash while a journal was being rewritten leaves its .tmp; the previous version of
+  // the journal (if any) is still intact under its real name, so the .tmp is garbage.
+  for (const n of all.filter((n) => n.startsWith("files-") && n.endsWith(".json.tmp"))) {
+    rmSync(join(journalDir(stateDir), n), { force: true });
+  }
+  const names = all.filter((n) => n.startsWith("files-") && n.endsWith(".json"));
   for (const n of names) {
     const file = join(journalDir(stateDir), n);
     let j: Journal;

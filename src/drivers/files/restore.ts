@@ -24,7 +24,7 @@
  * live data was never touched.
  */
 import { randomBytes } from "node:crypto";
-import { closeSync, fchmodSync, fchownSync, fsyncSync, futimesSync, write } from "node:fs";
+import { closeSync, fchmodSync, fchownSync, fsyncSync, write } from "node:fs";
 import { basename, dirname } from "node:path";
 import type { TarHeader } from "../../core/archive/tar.js";
 import { readCaps } from "../../core/caps.js";
@@ -53,6 +53,7 @@ import {
   renameAt2,
   SysError,
   setTimesAt,
+  setTimesFd,
   statFd,
   symlinkAt,
   syncFs,
@@ -259,6 +260,7 @@ export async function startRestore(
       entries++;
       if (entries > limits.maxEntries)
         throw unsafe(`the archive has more than ${limits.maxEntries} entries`);
+      if (entries === 500) failpoint("restore-extracting");
       const p = parseArchivePath(h.path, roots.length, limits);
       const key = `${p.root}/${p.parts.join("/")}`;
       if (seen.has(key)) throw unsafe(`entry ${JSON.stringify(h.path)} appears twice`);
@@ -372,7 +374,7 @@ export async function startRestore(
       // chown first (it clears set-id bits anyway), then the sanitised mode, then times.
       fchownSync(fd, config.uid, config.gid);
       fchmodSync(fd, sanitizeMode(h.mode));
-      futimesSync(fd, h.mtimeSec + h.mtimeNsec / 1e9, h.mtimeSec + h.mtimeNsec / 1e9);
+      setTimesFd(fd, h.mtimeSec, h.mtimeNsec);
       closeCurrent();
     },
 
@@ -395,7 +397,7 @@ export async function startRestore(
           );
           try {
             fchmodSync(fd, d.mode);
-            futimesSync(fd, d.sec + d.nsec / 1e9, d.sec + d.nsec / 1e9);
+            setTimesFd(fd, d.sec, d.nsec);
           } finally {
             closeSync(fd);
           }
@@ -406,7 +408,7 @@ export async function startRestore(
           const m = r.meta as NonNullable<Root["meta"]>;
           fchownSync(r.stagingFd, config.uid, config.gid);
           fchmodSync(r.stagingFd, m.mode);
-          futimesSync(r.stagingFd, m.sec + m.nsec / 1e9, m.sec + m.nsec / 1e9);
+          setTimesFd(r.stagingFd, m.sec, m.nsec);
           syncFs(r.stagingFd);
           fsyncSync(r.stagingFd);
         }
