@@ -15,6 +15,7 @@ import { writeArchive } from "../core/archive/writer.js";
 import { describeError, FerryError, toFerryError } from "../core/errors.js";
 import { VERSION } from "../core/version.js";
 import { drivers } from "../drivers/all.js";
+import { backupWithHooks } from "../drivers/hooks.js";
 import { audit } from "./audit.js";
 import type { AppConfig } from "./config.js";
 import { sendError } from "./respond.js";
@@ -67,7 +68,11 @@ export async function streamBackup(
   let archive: AsyncGenerator<Buffer, EndRecord> | undefined;
   try {
     const ctxDriver = { app: app.name, signal: abort.signal, warnings };
-    archive = writeArchive(manifest, driver.backup(app.settings, ctxDriver), warnings);
+    // Hooks wrap the whole iteration (post_backup also runs when the client goes away).
+    // Nothing is sent before the first chunk, so a driver failing at its start (an
+    // unreadable path, a dump tool that will not start) is still a JSON error response.
+    const entries = backupWithHooks(app, driver, ctxDriver);
+    archive = writeArchive(manifest, entries, warnings);
     for (;;) {
       const r = await archive.next();
       if (r.done) {

@@ -13,6 +13,7 @@ import type { Manifest } from "../api/types.js";
 import { ArchiveParser, DEFAULT_LIMITS } from "../core/archive/reader.js";
 import { describeError, FerryError, toFerryError } from "../core/errors.js";
 import { drivers } from "../drivers/all.js";
+import { restoreWithHooks } from "../drivers/hooks.js";
 import type { RestoreSession } from "../drivers/types.js";
 import { audit } from "./audit.js";
 import { consumeBody } from "./body.js";
@@ -55,7 +56,7 @@ export async function handleRestore(
   let session: RestoreSession | undefined;
   let failure: FerryError | undefined;
   let result: { entries: number; bytes: number } | undefined;
-  const restore = driver.restore.bind(driver);
+
   const parser = new ArchiveParser(
     {
       manifest: async (m: Manifest) => {
@@ -71,7 +72,7 @@ export async function handleRestore(
             `the archive was made by the ${String(m.driver)} driver, ${app.name} uses ${driver.name}`,
           );
         }
-        session = await restore(app.settings, {
+        session = await restoreWithHooks(app, driver, {
           app: app.name,
           signal: abort.signal,
           warnings,
