@@ -161,7 +161,7 @@ describe("sqlite driver", { skip, timeout: 120_000 }, () => {
        CREATE TABLE transfers(id INTEGER PRIMARY KEY, src INT, dst INT, amount INT, pad BLOB);
        WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 100)
          INSERT INTO accounts(id, balance) SELECT i, 1000 FROM n;
-       WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 20000)
+       WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 50000)
          INSERT INTO transfers(src, dst, amount, pad) SELECT 0, 0, 0, randomblob(1000) FROM n;`,
     );
     // Each transaction moves money and logs it: total balance stays 100000, and the
@@ -178,7 +178,7 @@ while True:
     c.execute("INSERT INTO transfers(src, dst, amount) VALUES (?, ?, 7)", (a, b))
     c.execute("COMMIT")
     n += 1
-    if n % 50 == 0:
+    if n % 5 == 0:
         print(n, flush=True)
 `;
     const argv = asUser(user, [PYTHON, "-c", writer, db]);
