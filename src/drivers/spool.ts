@@ -49,6 +49,8 @@ import {
 import { groupName, userName } from "../core/users.js";
 
 const CHUNK = 1024 * 1024;
+/** Every spool directory is `$TMPDIR/ferry-spool-LABEL-XXXXXX`. */
+export const SPOOL_PREFIX = "ferry-spool-";
 
 export interface SpooledFile {
   fd: number;
@@ -73,7 +75,9 @@ export class Spool {
    * given to that user so a helper running as them can create its output there.
    */
   static create(label: string, writer?: HelperUser): Spool {
-    const path = mkdtempSync(join(tmpdir(), `ferry-${label.replace(/[^a-z0-9-]/gi, "_")}-`));
+    const path = mkdtempSync(
+      join(tmpdir(), `${SPOOL_PREFIX}${label.replace(/[^a-z0-9-]/gi, "_")}-`),
+    );
     try {
       if (writer !== undefined && writer.uid !== process.getuid?.()) {
         chownSync(path, writer.uid, writer.gid);

@@ -43,15 +43,20 @@
  * 5. a corrupted archive (a flipped payload byte), a truncated one, and a verifying one
  *    with a garbage payload are refused and leave the live data exactly as it was; the
  *    post_restore hook ran.
+ *
+ * Every test also checks that the driver left no spool directory behind (spool.ts), on
+ * success and on failure alike.
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { existsSync, readFileSync, rmSync } from "node:fs";
-import { after, before, describe, test } from "node:test";
+import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { after, afterEach, before, beforeEach, describe, test } from "node:test";
 import { ArchiveParser } from "../../src/core/archive/reader.js";
 import { type ArchiveEntry, writeArchive } from "../../src/core/archive/writer.js";
 import { FerryError } from "../../src/core/errors.js";
 import { backupWithHooks, restoreWithHooks } from "../../src/drivers/hooks.js";
+import { SPOOL_PREFIX } from "../../src/drivers/spool.js";
 import type { Driver, RestoreResult, RestoreSession } from "../../src/drivers/types.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: drivers carry their own config types
@@ -280,6 +285,10 @@ export async function archiveOf(
   return Buffer.concat(chunks);
 }
 
+function spools(): string[] {
+  return readdirSync(tmpdir()).filter((n) => n.startsWith(SPOOL_PREFIX));
+}
+
 const HOOKS = ["pre_backup", "post_backup", "pre_restore", "post_restore"] as const;
 
 export function runDriverSuite(opts: SuiteOptions): void {
@@ -305,6 +314,16 @@ export function runDriverSuite(opts: SuiteOptions): void {
     };
     const hooksRun = (): string[] =>
       existsSync(hookLog) ? readFileSync(hookLog, "utf8").trim().split("\n") : [];
+
+    // Spool directories left behind by a test (every test ends with none of its own).
+    let spoolsBefore = new Set<string>();
+    beforeEach(() => {
+      spoolsBefore = new Set(spools());
+    });
+    afterEach(() => {
+      const left = spools().filter((d) => !spoolsBefore.has(d));
+      assert.deepEqual(left, [], "spool directories were left behind");
+    });
 
     test("round trip: restore makes the data equal to the backup; hooks run around both", async () => {
       await t.seed();
