@@ -34,6 +34,8 @@ import {
   RENAME_EXCHANGE,
   RENAME_NOREPLACE,
   renameAt2,
+  S_IFMT,
+  S_IFREG,
   type Stat,
   SysError,
   statAt,
@@ -146,7 +148,9 @@ export async function openSqliteRestore(
     },
     async entryEnd() {
       if (fd === undefined) throw invalid("entry end outside an entry");
-      const live = statOrUndefined(dirfd, base);
+      // Group and mode follow the live file, if it is one (not a symlink the owner put there).
+      const found = statOrUndefined(dirfd, base);
+      const live = found !== undefined && (found.mode & S_IFMT) === S_IFREG ? found : undefined;
       fsyncSync(fd);
       fchownSync(fd, config.user.uid, live?.gid ?? config.user.gid);
       fchmodSync(fd, live === undefined ? 0o600 : live.mode & 0o777);
