@@ -7,7 +7,7 @@
  * errors. No thresholds: benchmarks report, they do not gate.
  */
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { hostname } from "node:os";
+import { hostname, loadavg } from "node:os";
 import { dirname, join } from "node:path";
 import { CASES } from "./cases/all.js";
 import { findPostgresBin } from "./cases/postgres.js";
@@ -111,6 +111,7 @@ async function main(): Promise<number> {
     format: 1,
     started: started.toISOString(),
     finished: finished.toISOString(),
+    loadAverageAtEnd: loadavg().map((l) => Math.round(l * 100) / 100),
     durationSeconds: Math.round((finished.getTime() - started.getTime()) / 1000),
     options: {
       quick: opts.quick,

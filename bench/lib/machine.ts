@@ -4,7 +4,7 @@
  */
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { cpus, hostname, release, totalmem, type } from "node:os";
+import { cpus, hostname, loadavg, release, totalmem, type } from "node:os";
 import { ROOT } from "./env.js";
 import { versionOf } from "./proc.js";
 
@@ -18,6 +18,8 @@ export interface MachineInfo {
   node: string;
   tmpFilesystem?: string;
   tools: Record<string, string | undefined>;
+  /** 1, 5 and 15-minute load averages when the run started: other work on the machine. */
+  loadAverage: number[];
   /** The measured build: its commit, and the uncommitted changes under src/ it included. */
   ferry: { version?: string; commit?: string; dirty?: boolean; uncommitted?: string[] };
 }
@@ -48,7 +50,7 @@ export async function machineInfo(tmp: string, pgBin?: string): Promise<MachineI
   const cpuList = cpus();
   let fsType: string | undefined;
   try {
-    fsType = execFileSync("stat", ["-f", "-c", "%T", tmp]).toString().trim();
+    fsType = execFileSync("findmnt", ["-no", "FSTYPE,SOURCE", "-T", tmp]).toString().trim();
   } catch {}
   const tools: Record<string, string | undefined> = {
     tar: await versionOf(["tar", "--version"]),
@@ -68,6 +70,7 @@ export async function machineInfo(tmp: string, pgBin?: string): Promise<MachineI
     os: osName(),
     node: process.version,
     tmpFilesystem: fsType,
+    loadAverage: loadavg().map((l) => Math.round(l * 100) / 100),
     tools,
     ferry: {
       version: (() => {

@@ -51,7 +51,9 @@ export function terminalTable(results: readonly CaseResult[]): string {
   const all = [HEADER, ...rows(results)];
   const widths = HEADER.map((_, i) =>
     Math.max(
-      ...all.filter((row) => row.length === HEADER.length).map((row) => (row[i] ?? "").length),
+      ...all
+        .filter((row) => i === 0 || row.length === HEADER.length)
+        .map((row) => (row[i] ?? "").length),
     ),
   );
   return all
