@@ -81,18 +81,25 @@ export async function restorePostgres(
     config.all ? !name.includes("__ferry_") : config.databases.includes(name);
 
   async function createTemp(t: Target): Promise<void> {
-    // The new database copies the original's owner, encoding and locale when there is one.
+    // The new database copies the original's owner, encoding and locale (including an ICU
+    // locale provider, PostgreSQL 15+) when there is one. to_jsonb reads the row whatever
+    // the server's catalogue columns are called (daticulocale became datlocale in 17).
     const rows = await psql(
       config,
       adminDb(),
-      `SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database WHERE datname = ${quoteLiteral(t.name)}`,
+      `SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), to_jsonb(d)::text FROM pg_database d WHERE datname = ${quoteLiteral(t.name)}`,
       signal,
     );
     const r = rows[0];
-    const opts =
-      r === undefined
-        ? ""
-        : ` OWNER ${quoteIdent(r[0] ?? "")} ENCODING ${quoteLiteral(r[1] ?? "")} LC_COLLATE ${quoteLiteral(r[2] ?? "")} LC_CTYPE ${quoteLiteral(r[3] ?? "")}`;
+    let opts = "";
+    if (r !== undefined) {
+      const d = JSON.parse(r[2] ?? "{}") as Record<string, string | null>;
+      opts = ` OWNER ${quoteIdent(r[0] ?? "")} ENCODING ${quoteLiteral(r[1] ?? "")} LC_COLLATE ${quoteLiteral(d.datcollate ?? "")} LC_CTYPE ${quoteLiteral(d.datctype ?? "")}`;
+      const icu = d.datlocale ?? d.daticulocale;
+      if (d.datlocprovider === "i" && typeof icu === "string") {
+        opts += ` LOCALE_PROVIDER icu ICU_LOCALE ${quoteLiteral(icu)}`;
+      }
+    }
     await psql(
       config,
       adminDb(),

@@ -287,6 +287,33 @@ describe("postgres driver", { timeout: 240_000 }, () => {
     assert.equal(rows.trim(), "a1,b2");
   });
 
+  test("the restored database keeps the original's owner, encoding and ICU locale", async () => {
+    await pg.sql("postgres", "CREATE ROLE shop_owner");
+    await pg.sql(
+      "postgres",
+      "CREATE DATABASE icu_db OWNER shop_owner TEMPLATE template0 ENCODING 'UTF8' LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LC_COLLATE 'C' LC_CTYPE 'C'",
+    );
+    await pg.sql("icu_db", "CREATE TABLE t (s text); INSERT INTO t VALUES ('b'), ('a'), ('B')");
+    const props = () =>
+      pg.sql(
+        "postgres",
+        "SELECT pg_get_userbyid(datdba), datlocprovider, daticulocale, datcollate FROM pg_database WHERE datname = 'icu_db'",
+      );
+    const before = await props();
+    assert.match(before, /shop_owner\|i\|en-US\|C/);
+    const cfg = config({ database: "icu_db" });
+    const bytes = await backupBytes(postgresDriver, cfg);
+    await pg.sql("icu_db", "DELETE FROM t");
+    await restoreBytes(postgresDriver, cfg, bytes);
+    assert.equal(await props(), before);
+    // ICU en-US order (the C collation would give "Bab").
+    assert.equal(
+      (await pg.sql("icu_db", "SELECT string_agg(s, '' ORDER BY s) FROM t")).trim(),
+      "abB",
+    );
+    await pg.sql("postgres", "DROP DATABASE icu_db");
+  });
+
   test("a restore of a corrupted payload is refused and leaves the original intact", async () => {
     const cfg = config({ database: "bench" });
     const bytes = await backupBytes(postgresDriver, cfg);
