@@ -28,6 +28,8 @@ permissions, restore not allowed); 4 ferryd unreachable; 130 interrupted.
 writeFileSync("docs/errors.md", md);
 
 const api = readFileSync("docs/api.yaml", "utf8");
-const enumLines = Object.keys(ERRORS).map((c) => `                - ${c}`).join("\n");
-const next = api.replace(/(              enum:\n)(?:                - [A-Z_]+\n)+/, `$1${enumLines}\n`);
+const enumLines = Object.keys(ERRORS)
+  .map((c) => `                - ${c}`)
+  .join("\n");
+const next = api.replace(/( {14}enum:\n)(?: {16}- [A-Z_]+\n)+/, `$1${enumLines}\n`);
 writeFileSync("docs/api.yaml", next);

@@ -54,6 +54,38 @@ export const ERRORS = {
     exit: "failure",
     description: "A backup or restore of this application is already running.",
   },
+  TOO_MANY_JOBS: {
+    status: 503,
+    exit: "failure",
+    description: "ferryd already runs `limits.max_jobs` backups and restores; try again later.",
+  },
+  JOB_NOT_FOUND: {
+    status: 404,
+    exit: "failure",
+    description: "No running or recently finished job has that id.",
+  },
+  JOB_TIMEOUT: {
+    status: 504,
+    exit: "failure",
+    description: "The backup or restore ran past `limits.job_timeout` and was cancelled.",
+  },
+  CLIENT_TIMEOUT: {
+    status: 408,
+    exit: "failure",
+    description:
+      "The client stopped reading or sending for longer than `limits.idle_timeout`; the job was cancelled.",
+  },
+  PAYLOAD_TOO_LARGE: {
+    status: 413,
+    exit: "usage",
+    description:
+      "A request body over `limits.max_body_bytes` was sent to an endpoint that takes no archive.",
+  },
+  SHUTTING_DOWN: {
+    status: 503,
+    exit: "unreachable",
+    description: "ferryd is stopping and takes no new work.",
+  },
   CONFIG_INVALID: {
     status: 500,
     exit: "usage",

@@ -3,7 +3,7 @@
  * an inherited connected descriptor when ferryd started us (`FERRY_FD`, see `ferryd run`).
  * Transport failures become catalogued errors so the CLI can say what to do.
  */
-import { type IncomingMessage, request } from "node:http";
+import { Agent, type IncomingMessage, request } from "node:http";
 import { Socket } from "node:net";
 import type { Readable } from "node:stream";
 import { isErrorCode } from "../api/errors.js";
@@ -27,7 +27,27 @@ export function clientOptionsFromEnv(socketFlag: string | undefined): ClientOpti
 }
 
 export class FerryClient {
-  private fdUsed = false;
+  private agent: Agent | undefined;
+
+  /**
+   * The inherited descriptor is one HTTP connection shared by every `ferry` the command
+   * runs, one after the other: keep it alive (never send `Connection: close`, never shut
+   * it down), so the next process can send its request on it.
+   */
+  private fdAgent(fd: number): Agent {
+    if (this.agent === undefined) {
+      const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+      let socket: Socket | undefined;
+      (agent as unknown as { createConnection: () => Socket }).createConnection = () => {
+        if (socket !== undefined)
+          throw new FerryError("INTERNAL", "the inherited connection was closed");
+        socket = new Socket({ fd, readable: true, writable: true });
+        return socket;
+      };
+      this.agent = agent;
+    }
+    return this.agent;
+  }
   constructor(private readonly opts: ClientOptions) {}
 
   get where(): string {
@@ -47,14 +67,7 @@ export class FerryClient {
       const base = { method, path, headers, signal };
       let req: ReturnType<typeof request>;
       if (this.opts.fd !== undefined) {
-        if (this.fdUsed)
-          throw new FerryError("INTERNAL", "the inherited connection serves one request");
-        this.fdUsed = true;
-        const fd = this.opts.fd;
-        req = request({
-          ...base,
-          createConnection: () => new Socket({ fd, readable: true, writable: true }),
-        });
+        req = request({ ...base, agent: this.fdAgent(this.opts.fd) });
       } else {
         req = request({ ...base, socketPath: this.opts.socket, agent: false });
       }

@@ -7,8 +7,10 @@ import type { VersionInfo } from "../api/types.js";
 import { VERSION } from "../core/version.js";
 import { clientOptionsFromEnv, FerryClient } from "./client.js";
 import { appsCommand } from "./commands/apps.js";
-import { exportCommand } from "./commands/export.js";
+import { doctorCommand } from "./commands/doctor.js";
+import { exportCommand, exportManyCommand } from "./commands/export.js";
 import { importCommand } from "./commands/import.js";
+import { cancelCommand, jobsCommand } from "./commands/jobs.js";
 import { EXIT, UsageError } from "./exit-codes.js";
 import { runMain } from "./main.js";
 
@@ -17,7 +19,12 @@ const HELP = `Usage: ferry [--socket PATH] COMMAND [ARGS]
 Commands:
   apps [--json]              list the applications ferryd serves, with their health
   export APP [-o FILE]       write APP's archive to FILE (default: stdout), verified
+  export APP… | --all -o DIR each application to DIR/APP.tar; goes on past failures
   import APP [-i FILE]       restore APP from the archive in FILE (default: stdin)
+  jobs [--json]              running and recent backups and restores
+  cancel ID                  cancel a running job (helpers killed, post hooks run, restores rolled back)
+  doctor                     check the socket, the peer check, ferryd's uid and capabilities,
+                             each application's health and the space restores need
   version [--json]           show ferry's and ferryd's versions, ferryd's uid and capabilities
 
 Options:
@@ -33,7 +40,10 @@ type Options = Record<string, { type: "string" | "boolean"; short?: string }>;
 
 const COMMANDS: Record<string, Options> = {
   apps: { json: { type: "boolean" } },
-  export: { output: { type: "string", short: "o" } },
+  export: { output: { type: "string", short: "o" }, all: { type: "boolean" } },
+  jobs: { json: { type: "boolean" } },
+  cancel: {},
+  doctor: {},
   import: { input: { type: "string", short: "i" } },
   version: { json: { type: "boolean" } },
 };
@@ -100,12 +110,30 @@ async function main(): Promise<number> {
     case "apps":
       want(0, "no arguments");
       return appsCommand(client, v.json === true);
-    case "export":
-      want(1, "one application name");
-      return exportCommand(client, {
-        app: pos[0] as string,
-        output: v.output as string | undefined,
-      });
+    case "export": {
+      const output = v.output as string | undefined;
+      if (v.all === true || pos.length > 1) {
+        if (v.all === true && pos.length > 0) {
+          throw new UsageError("export takes application names or --all, not both");
+        }
+        if (output === undefined)
+          throw new UsageError("exporting several applications needs -o DIR");
+        return exportManyCommand(client, v.all === true ? "all" : pos, output);
+      }
+      want(1, "one application name (or several, or --all, with -o DIR)");
+      return exportCommand(client, { app: pos[0] as string, output });
+    }
+    case "jobs":
+      want(0, "no arguments");
+      return jobsCommand(client, v.json === true);
+    case "cancel":
+      want(1, "one job id");
+      return cancelCommand(client, pos[0] as string);
+    case "doctor": {
+      want(0, "no arguments");
+      const opts = clientOptionsFromEnv((v.socket as string | undefined) ?? global.socket);
+      return doctorCommand(client, opts.socket);
+    }
     case "import":
       want(1, "one application name");
       return importCommand(client, { app: pos[0] as string, input: v.input as string | undefined });

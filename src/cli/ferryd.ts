@@ -2,26 +2,38 @@
 /**
  * ferryd — the service process. See `ferryd --help` and docs/ops.md.
  */
+import { spawn } from "node:child_process";
 import { mkdirSync } from "node:fs";
+import { Socket } from "node:net";
+import { constants as osConstants } from "node:os";
 import { parseArgs } from "node:util";
 import { readCaps, SERVICE_CAPS } from "../core/caps.js";
 import { FerryError } from "../core/errors.js";
 import { createLogger } from "../core/log.js";
+import { findProgram } from "../core/spawn.js";
+import { closeFd, socketPair } from "../core/sys.js";
 import { lookupUid, lookupUser } from "../core/users.js";
 import { VERSION } from "../core/version.js";
 import { assertConfigSafe, DEFAULT_CONFIG, loadConfig } from "../daemon/config.js";
 import { DROPPED_ENV, execAsServiceUser } from "../daemon/privilege.js";
 import { FerryDaemon } from "../daemon/server.js";
 import { prepareSocketPath } from "../daemon/socket.js";
+import { listenFd, sdNotify } from "../daemon/systemd.js";
 import { drivers } from "../drivers/all.js";
 import { EXIT, UsageError } from "./exit-codes.js";
 import { runMain } from "./main.js";
 
 const HELP = `Usage: ferryd [--config FILE] [--user NAME] [--allow-root]
+       ferryd run [--config FILE] [--user NAME] -- COMMAND [ARGS...]
        ferryd --check-config [--config FILE]
 
 The Ferry service process: serves application data to the backup software over a
 peer-checked Unix socket.
+
+'ferryd run' serves no socket path: it starts COMMAND with ferryd's uid but none of its
+capabilities, connected to ferryd through fd 3 (FERRY_FD=3, which ferry uses), and exits
+with COMMAND's exit status. Under systemd, ferryd supports socket activation (LISTEN_FDS)
+and Type=notify; SIGHUP reloads the config, SIGTERM stops gracefully.
 
 Options:
   --config FILE    config file (default ${DEFAULT_CONFIG}, or $FERRY_CONFIG)
@@ -49,8 +61,18 @@ async function main(): Promise<number> {
     process.stdout.write(`ferryd ${VERSION}\n`);
     return EXIT.OK;
   }
-  if (positionals.length > 0)
+  let runCommand: string[] | undefined;
+  if (positionals[0] === "run") {
+    const dashdash = process.argv.indexOf("--");
+    runCommand = dashdash < 0 ? [] : process.argv.slice(dashdash + 1);
+    if (runCommand.length === 0) {
+      throw new UsageError(
+        "run takes a command after --: ferryd run [OPTIONS] -- COMMAND [ARGS...]",
+      );
+    }
+  } else if (positionals.length > 0) {
     throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
+  }
   const configPath = values.config ?? process.env.FERRY_CONFIG ?? DEFAULT_CONFIG;
 
   if (values["check-config"]) {
@@ -66,10 +88,8 @@ async function main(): Promise<number> {
       throw new UsageError(`--user: no such user ${JSON.stringify(values.user)}`);
     if (user.uid === 0) throw new UsageError("--user must name a user other than root");
     loadConfig(configPath); // fail here, as root, with a clear message rather than after the switch
-    const args = process.argv
-      .slice(1)
-      .filter((a, i, all) => a !== "--user" && all[i - 1] !== "--user" && !a.startsWith("--user="));
-    execAsServiceUser(user, args);
+    // The same arguments: the new process sees --user NAME with uid == NAME's and goes on.
+    execAsServiceUser(user, process.argv.slice(1));
   }
   if (values.user !== undefined && uid !== 0) {
     const user = lookupUser(values.user);
@@ -108,30 +128,105 @@ async function main(): Promise<number> {
   for (const driver of drivers.values()) driver.recover?.(config.stateDir, log);
 
   const daemon = new FerryDaemon(config, identity, log);
-  prepareSocketPath(config.socket, uid);
-  await daemon.listen({ path: config.socket });
+  const started = {
+    version: VERSION,
+    uid,
+    gid: identity.gid,
+    user: identity.user,
+    capabilities: caps.effective,
+    ambient: caps.ambient,
+    apps: [...config.apps.keys()],
+  };
+  const graceMs = () => daemon.config.limits.shutdown_grace * 1000;
+
+  if (runCommand !== undefined) {
+    log.info({ ...started, command: runCommand }, "ferryd running a command");
+    return runWith(daemon, runCommand, privileged, graceMs);
+  }
+
+  const inherited = listenFd();
+  if (inherited !== undefined) {
+    await daemon.listen({ fd: inherited });
+  } else {
+    prepareSocketPath(config.socket, uid);
+    await daemon.listen({ path: config.socket });
+  }
   log.info(
     {
-      version: VERSION,
-      uid,
-      gid: identity.gid,
-      user: identity.user,
-      capabilities: caps.effective,
-      ambient: caps.ambient,
-      socket: config.socket,
-      apps: [...config.apps.keys()],
+      ...started,
+      socket: inherited === undefined ? config.socket : `fd ${inherited} (socket activation)`,
     },
     "ferryd listening",
   );
+  sdNotify(`READY=1\nMAINPID=${process.pid}\nSTATUS=serving ${config.apps.size} application(s)`);
 
+  process.on("SIGHUP", () => {
+    sdNotify("RELOADING=1");
+    try {
+      if (privileged && uid !== 0) assertConfigSafe(configPath, uid, process.getgroups?.() ?? []);
+      daemon.reload(loadConfig(configPath));
+    } catch (err) {
+      log.error(
+        { err: (err as Error).message },
+        "config reload failed; keeping the current config",
+      );
+    }
+    sdNotify("READY=1");
+  });
   return new Promise((resolve) => {
     const stop = (signal: string) => {
-      log.info({ signal }, "shutting down");
-      daemon.close().then(() => resolve(EXIT.OK));
+      log.info({ signal, jobs: daemon.jobs.runningCount() }, "shutting down");
+      sdNotify("STOPPING=1");
+      daemon.shutdown(graceMs()).then(() => {
+        log.info("stopped");
+        resolve(EXIT.OK);
+      });
     };
     process.once("SIGTERM", () => stop("SIGTERM"));
     process.once("SIGINT", () => stop("SIGINT"));
   });
+}
+
+/**
+ * `ferryd run -- COMMAND…`: serve one socket pair, whose other end is COMMAND's fd 3
+ * (FERRY_FD=3). COMMAND runs with ferryd's uid but none of its capabilities; ferryd exits
+ * with COMMAND's exit status.
+ */
+async function runWith(
+  daemon: FerryDaemon,
+  command: string[],
+  privileged: boolean,
+  graceMs: () => number,
+): Promise<number> {
+  const [mine, theirs] = socketPair();
+  daemon.serveSocket(new Socket({ fd: mine, readable: true, writable: true }));
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (v !== undefined && !/^(LISTEN_|NOTIFY_SOCKET$|FERRYD_)/.test(k)) env[k] = v;
+  }
+  env.FERRY_FD = "3";
+  delete env.FERRY_SOCKET;
+  const argv = privileged
+    ? [findProgram("setpriv"), "--inh-caps=-all", "--ambient-caps=-all", "--nnp", "--", ...command]
+    : command;
+  const child = spawn(argv[0] as string, argv.slice(1), {
+    stdio: ["inherit", "inherit", "inherit", theirs],
+    env,
+  });
+  closeFd(theirs);
+  const forward = (sig: NodeJS.Signals) => () => child.kill(sig);
+  for (const sig of ["SIGTERM", "SIGINT", "SIGHUP"] as const) process.on(sig, forward(sig));
+  const code = await new Promise<number>((resolve) => {
+    child.once("error", (err) => {
+      daemon.log.error({ err: err.message }, "could not start the command");
+      resolve(127);
+    });
+    child.once("exit", (c, sig) =>
+      resolve(c ?? 128 + (sig === null ? 0 : (osConstants.signals[sig] ?? 0))),
+    );
+  });
+  await daemon.shutdown(graceMs());
+  return code;
 }
 
 function parse() {

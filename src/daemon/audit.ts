@@ -11,6 +11,7 @@ export interface AuditRecord {
   method?: string;
   path?: string;
   app?: string;
+  job?: string;
   outcome: "ok" | "error" | "refused" | "aborted";
   status?: number;
   code?: string;

@@ -4,10 +4,15 @@
  * Errors before the first byte are ordinary JSON error responses. After the first byte
  * the status line is gone, so a failure is signalled twice: the archive stops before its
  * end record, and the chunked response ends with the trailer `Ferry-Status: error CODE
- * message`. A complete archive ends with `Ferry-Status: ok`. If the client goes away, the
- * driver's iterator is returned so descriptors and helpers are released at once.
+ * message`. A complete archive ends with `Ferry-Status: ok`.
+ *
+ * The backup is a job (`Ferry-Job` header). It is cancelled — the driver's iterator is
+ * returned, so descriptors and helpers are released and post hooks run — when the client
+ * disconnects, when it stops reading for longer than `limits.idle_timeout` (memory stays
+ * flat: nothing more is produced while a write is pending), on `DELETE /v1/jobs/{id}`,
+ * at `limits.job_timeout`, and at shutdown.
  */
-import { once } from "node:events";
+
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { hostname } from "node:os";
 import type { EndRecord } from "../api/types.js";
@@ -16,7 +21,6 @@ import { describeError, FerryError, toFerryError } from "../core/errors.js";
 import { VERSION } from "../core/version.js";
 import { drivers } from "../drivers/all.js";
 import { backupWithHooks } from "../drivers/hooks.js";
-import { audit } from "./audit.js";
 import type { AppConfig } from "./config.js";
 import { sendError } from "./respond.js";
 import type { FerryDaemon, RequestContext } from "./server.js";
@@ -28,6 +32,27 @@ export function statusTrailer(err: FerryError | undefined): string {
   return `error ${err.code} ${msg}`;
 }
 
+/** Resolves on 'drain'; rejects when the signal aborts or the client stalls past `ms`. */
+function drained(res: ServerResponse, signal: AbortSignal, ms: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const done = (err?: unknown) => {
+      clearTimeout(timer);
+      res.off("drain", onDrain);
+      signal.removeEventListener("abort", onAbort);
+      if (err === undefined) resolve();
+      else reject(err);
+    };
+    const onDrain = () => done();
+    const onAbort = () => done(signal.reason);
+    const timer = setTimeout(
+      () => done(new FerryError("CLIENT_TIMEOUT", `the client stopped reading for ${ms / 1000}s`)),
+      ms,
+    );
+    res.on("drain", onDrain);
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
 export async function streamBackup(
   daemon: FerryDaemon,
   app: AppConfig,
@@ -37,20 +62,15 @@ export async function streamBackup(
 ): Promise<void> {
   const driver = drivers.get(app.driver);
   if (driver === undefined) throw new FerryError("INTERNAL", `driver ${app.driver} missing`);
-  if (daemon.busy.has(app.name)) {
-    throw new FerryError(
-      "APP_BUSY",
-      `a backup or restore of ${app.name} is already running; try again later`,
-    );
-  }
-  daemon.busy.add(app.name);
+  const job = daemon.jobs.start("backup", app.name, ctx.peer);
   req.resume(); // the request body, if any, is not used
 
-  const abort = new AbortController();
   const onClose = () => {
-    if (!res.writableFinished) abort.abort(new FerryError("CANCELLED", "the client disconnected"));
+    if (!res.writableFinished)
+      job.controller.abort(new FerryError("CANCELLED", "the client disconnected"));
   };
   res.on("close", onClose);
+  const idleMs = daemon.config.limits.idle_timeout * 1000;
   const warnings: string[] = [];
   let bytes = 0;
   let end: EndRecord | undefined;
@@ -66,44 +86,51 @@ export async function streamBackup(
     ...driver.manifest(app.settings),
   };
   let archive: AsyncGenerator<Buffer, EndRecord> | undefined;
+  const head = () => {
+    if (!res.headersSent) {
+      res.writeHead(200, {
+        "Content-Type": "application/x-tar",
+        "Content-Disposition": `attachment; filename="${app.name}.tar"`,
+        Trailer: "Ferry-Status",
+        "Ferry-Job": job.info.id,
+        "Cache-Control": "no-store",
+      });
+    }
+  };
   try {
-    const ctxDriver = { app: app.name, signal: abort.signal, warnings };
+    const ctxDriver = { app: app.name, signal: job.signal, warnings };
     // Hooks wrap the whole iteration (post_backup also runs when the client goes away).
     // Nothing is sent before the first chunk, so a driver failing at its start (an
     // unreadable path, a dump tool that will not start) is still a JSON error response.
-    const entries = backupWithHooks(app, driver, ctxDriver);
-    archive = writeArchive(manifest, entries, warnings);
+    archive = writeArchive(manifest, backupWithHooks(app, driver, ctxDriver), warnings);
     for (;;) {
+      job.signal.throwIfAborted();
       const r = await archive.next();
       if (r.done) {
         end = r.value;
         break;
       }
-      if (!res.headersSent) {
-        res.writeHead(200, {
-          "Content-Type": "application/x-tar",
-          "Content-Disposition": `attachment; filename="${app.name}.tar"`,
-          Trailer: "Ferry-Status",
-          "Cache-Control": "no-store",
-        });
-      }
+      head();
       bytes += r.value.length;
-      if (!res.write(r.value)) await once(res, "drain", { signal: abort.signal });
+      job.progress(bytes, 0);
+      if (!res.write(r.value)) await drained(res, job.signal, idleMs);
     }
-    if (!res.headersSent) {
-      res.writeHead(200, { "Content-Type": "application/x-tar", Trailer: "Ferry-Status" });
-    }
+    job.signal.throwIfAborted();
+    head();
     res.addTrailers({ "Ferry-Status": statusTrailer(undefined) });
     res.end();
   } catch (err) {
-    failure = abort.signal.aborted ? toFerryError(abort.signal.reason) : toFerryError(err);
+    failure = job.signal.aborted ? toFerryError(job.signal.reason) : toFerryError(err);
     if (failure.code === "INTERNAL") daemon.log.error({ err: describeError(err) }, "backup failed");
+    if (failure.code === "CLIENT_TIMEOUT") job.controller.abort(failure);
     await archive?.return(undefined as unknown as EndRecord).catch(() => {});
     if (!res.headersSent) {
       sendError(res, failure);
+    } else if (failure.code === "CLIENT_TIMEOUT") {
+      res.destroy(); // it does not read: no trailer could reach it
     } else if (!res.destroyed) {
       const streamed = new FerryError(
-        failure.code === "CANCELLED" ? "CANCELLED" : failure.code,
+        failure.code,
         `backup of ${app.name} failed after ${bytes} bytes: ${failure.message}`,
       );
       res.addTrailers({ "Ferry-Status": statusTrailer(streamed) });
@@ -111,12 +138,14 @@ export async function streamBackup(
     }
   } finally {
     res.off("close", onClose);
-    daemon.busy.delete(app.name);
-    audit(daemon.log, {
+    if (end !== undefined) job.progress(bytes, end.entries);
+    job.finish(failure);
+    daemon.audit({
       peer: ctx.peer,
       method: req.method,
       path: req.url,
       app: app.name,
+      job: job.info.id,
       outcome: failure === undefined ? "ok" : failure.code === "CANCELLED" ? "aborted" : "error",
       status: failure === undefined ? 200 : failure.status,
       code: failure?.code,

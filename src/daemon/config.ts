@@ -6,15 +6,7 @@
  * writable by ferryd's own uid (`assertConfigSafe`): otherwise the backup software, which
  * runs as that uid, could declare /etc as an application and read it through ferryd.
  */
-import {
-  accessSync,
-  closeSync,
-  constants,
-  fstatSync,
-  openSync,
-  readFileSync,
-  statSync,
-} from "node:fs";
+import { closeSync, fstatSync, openSync, readFileSync, statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { parse, TomlError } from "smol-toml";
 import { z } from "zod";
@@ -34,11 +26,42 @@ const absolute = z.string().refine((p) => p.startsWith("/") && !p.includes("\0")
 
 const client = z.union([z.number().int().min(0).max(0xfffffffe), z.string().min(1)]);
 
+const count = (max: number) => z.number().int().min(1).max(max);
+const secs = z
+  .number()
+  .min(0.1)
+  .max(30 * 24 * 3600);
+
+/** `[limits]`: every resource a client can make ferryd spend, with its default. */
+const limitsSchema = z.strictObject({
+  /** Open connections at once; more are closed on accept. */
+  max_connections: count(100_000).default(1024),
+  /** Backups and restores running at once, over all applications. */
+  max_jobs: count(1000).default(4),
+  /** Backups and restores running at once for one application. */
+  max_jobs_per_app: count(100).default(1),
+  /** Largest request head (request line + headers). */
+  max_header_bytes: count(1 << 20).default(16 * 1024),
+  /** Largest request body on endpoints that take no archive. */
+  max_body_bytes: count(1 << 30).default(64 * 1024),
+  /** Seconds a connection may stay without traffic (and to send a full request head). */
+  idle_timeout: secs.default(30),
+  /** Seconds a request that is not a backup or restore may take in all. */
+  request_timeout: secs.default(60),
+  /** Seconds a backup or restore may take in all. */
+  job_timeout: secs.default(6 * 3600),
+  /** Seconds running jobs get to finish on SIGTERM before they are cancelled. */
+  shutdown_grace: secs.default(30),
+});
+
+export type Limits = z.output<typeof limitsSchema>;
+
 const topSchema = z.strictObject({
   version: z.literal(1, { message: "must be 1" }),
   socket: absolute.default(DEFAULT_SOCKET),
   state_dir: absolute.default(DEFAULT_STATE_DIR),
   clients: z.array(client).default([]),
+  limits: limitsSchema.default(limitsSchema.parse({})),
   apps: z.record(z.string(), z.unknown()).default({}),
 });
 
@@ -56,6 +79,7 @@ export interface Config {
   stateDir: string;
   /** Extra uids allowed on the socket besides ferryd's own. */
   clients: readonly number[];
+  limits: Readonly<Limits>;
   apps: ReadonlyMap<string, AppConfig>;
 }
 
@@ -163,6 +187,7 @@ export function parseConfig(source: string, file: string): Config {
     socket: top.data.socket,
     stateDir: top.data.state_dir,
     clients: Object.freeze(clients),
+    limits: Object.freeze({ ...top.data.limits }),
     apps,
   });
 }

@@ -15,8 +15,6 @@ import { describeError, FerryError, toFerryError } from "../core/errors.js";
 import { drivers } from "../drivers/all.js";
 import { restoreWithHooks } from "../drivers/hooks.js";
 import type { RestoreSession } from "../drivers/types.js";
-import { audit } from "./audit.js";
-import { consumeBody } from "./body.js";
 import type { AppConfig } from "./config.js";
 import { sendErrorDuringUpload, sendJson } from "./respond.js";
 import type { FerryDaemon, RequestContext } from "./server.js";
@@ -39,15 +37,8 @@ export async function handleRestore(
   if (driver.restore === undefined) {
     throw new FerryError("RESTORE_NOT_ALLOWED", `the ${driver.name} driver cannot restore`);
   }
-  if (daemon.busy.has(app.name)) {
-    throw new FerryError(
-      "APP_BUSY",
-      `a backup or restore of ${app.name} is already running; try again later`,
-    );
-  }
-  daemon.busy.add(app.name);
-
-  const abort = new AbortController();
+  const job = daemon.jobs.start("restore", app.name, ctx.peer);
+  const abort = job.controller;
   const onClose = () => {
     if (!res.writableFinished) abort.abort(new FerryError("CANCELLED", "the client disconnected"));
   };
@@ -107,7 +98,13 @@ export async function handleRestore(
     const s = session;
     session = undefined; // committed or failed, it must not be aborted afterwards
     result = await s.commit();
-    sendJson(res, 200, { app: app.name, entries: result.entries, bytes: result.bytes, warnings });
+    sendJson(res, 200, {
+      app: app.name,
+      job: job.info.id,
+      entries: result.entries,
+      bytes: result.bytes,
+      warnings,
+    });
   } catch (err) {
     failure = abort.signal.aborted ? toFerryError(abort.signal.reason) : toFerryError(err);
     if (failure.code === "INTERNAL")
@@ -125,12 +122,13 @@ export async function handleRestore(
     sendErrorDuringUpload(req, res, failure);
   } finally {
     res.off("close", onClose);
-    daemon.busy.delete(app.name);
-    audit(daemon.log, {
+    job.finish(failure);
+    daemon.audit({
       peer: ctx.peer,
       method: req.method,
       path: req.url,
       app: app.name,
+      job: job.info.id,
       outcome: failure === undefined ? "ok" : failure.code === "CANCELLED" ? "aborted" : "error",
       status: failure === undefined ? 200 : failure.status,
       code: failure?.code,

@@ -4,9 +4,16 @@
  * Connections are accepted by a net.Server with `pauseOnConnect`, so not a byte of a
  * request is read before SO_PEERCRED has been checked; only accepted connections are
  * handed to the HTTP server. A refused connection is destroyed and audited.
+ *
+ * Limits (config `[limits]`): connections (net.Server.maxConnections), request head size
+ * and time to send it (maxHeaderSize, headersTimeout = idle_timeout), idle keep-alive
+ * connections (keepAliveTimeout = idle_timeout), bodies on endpoints that take no archive
+ * (max_body_bytes), total time of ordinary requests (request_timeout), and, for jobs, the
+ * registry's job limits plus stalled-client detection in the backup and restore handlers.
  */
 import {
   createServer as createHttpServer,
+  type Server as HttpServer,
   type IncomingMessage,
   type ServerResponse,
 } from "node:http";
@@ -18,9 +25,10 @@ import type { Logger } from "../core/log.js";
 import type { PeerCred } from "../core/sys.js";
 import { VERSION } from "../core/version.js";
 import { drivers } from "../drivers/all.js";
-import { audit } from "./audit.js";
+import { type AuditRecord, audit } from "./audit.js";
 import { streamBackup } from "./backup.js";
 import { APP_NAME, type AppConfig, type Config } from "./config.js";
+import { JobRegistry } from "./jobs.js";
 import { checkPeer } from "./peer.js";
 import { sendErrorDuringUpload, sendJson } from "./respond.js";
 import { handleRestore } from "./restore.js";
@@ -38,34 +46,64 @@ export interface RequestContext {
   started: number;
 }
 
+const EVENT_BUFFER_MAX = 1024 * 1024;
+
 export class FerryDaemon {
-  readonly busy = new Set<string>();
+  readonly jobs: JobRegistry;
   private readonly peers = new WeakMap<Socket, PeerCred>();
-  private readonly http;
+  private readonly http: HttpServer;
+  /** A second HTTP server without keep-alive timeout, for `ferryd run`'s socket pair. */
+  private readonly pairHttp: HttpServer;
   private readonly net: Server;
-  private readonly allowed: Set<number>;
+  private allowed: Set<number>;
+  private stopping = false;
+  private readonly eventStreams = new Set<ServerResponse>();
 
   constructor(
-    readonly config: Config,
+    public config: Config,
     readonly identity: Identity,
     readonly log: Logger,
   ) {
+    const l = config.limits;
     this.allowed = new Set([identity.uid, ...config.clients]);
+    this.jobs = new JobRegistry(l);
+    const handler = (req: IncomingMessage, res: ServerResponse) => this.handle(req, res);
     this.http = createHttpServer(
       {
-        maxHeaderSize: 16 * 1024,
-        requestTimeout: 0,
-        headersTimeout: 30_000,
-        keepAliveTimeout: 5_000,
+        maxHeaderSize: l.max_header_bytes,
+        requestTimeout: 0, // per request kind, below
+        headersTimeout: l.idle_timeout * 1000,
+        keepAliveTimeout: l.idle_timeout * 1000,
+        connectionsCheckingInterval: Math.min(1000, l.idle_timeout * 500),
       },
-      (req, res) => this.handle(req, res),
+      handler,
     );
-    this.http.on("clientError", (err, socket) => {
-      if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
-      else socket.destroy();
-      log.debug({ err: err.message }, "client error");
-    });
-    this.net = createNetServer({ pauseOnConnect: true }, (socket) => this.accept(socket));
+    this.pairHttp = createHttpServer(
+      { maxHeaderSize: l.max_header_bytes, requestTimeout: 0, keepAliveTimeout: 0 },
+      handler,
+    );
+    for (const server of [this.http, this.pairHttp]) {
+      server.on("clientError", (err, socket) => {
+        const code = (err as NodeJS.ErrnoException).code;
+        const status =
+          code === "HPE_HEADER_OVERFLOW" ? 431 : code === "ERR_HTTP_REQUEST_TIMEOUT" ? 408 : 400;
+        if (socket.writable)
+          socket.end(`HTTP/1.1 ${status} Bad Request\r\nConnection: close\r\n\r\n`);
+        else socket.destroy();
+        log.debug({ err: err.message, code }, "client error");
+      });
+    }
+    this.net = createNetServer({ pauseOnConnect: true }, (socket) =>
+      this.accept(socket, this.http),
+    );
+    this.net.maxConnections = l.max_connections;
+    this.net.on("drop", (d) =>
+      log.warn(
+        { limit: l.max_connections, peer: d },
+        "connection dropped: limits.max_connections reached",
+      ),
+    );
+    this.jobs.on("event", (e: Record<string, unknown>) => this.broadcast(e));
   }
 
   /** Listens on a path (prepared by the caller) or an inherited descriptor. */
@@ -89,27 +127,64 @@ export class FerryDaemon {
     });
   }
 
-  /** Serves one already-connected socket (e.g. a socket pair) through the same peer check. */
+  /** Serves one already-connected socket (ferryd run's socket pair), through the same peer check. */
   serveSocket(socket: Socket): void {
-    this.accept(socket);
+    this.accept(socket, this.pairHttp);
   }
 
-  close(): Promise<void> {
-    return new Promise((resolve) => {
-      this.net.close(() => resolve());
-      this.http.closeAllConnections();
-    });
+  /** Swaps in a new, already validated config (SIGHUP). The socket path cannot change. */
+  reload(next: Config): void {
+    if (next.socket !== this.config.socket) {
+      this.log.warn(
+        { socket: next.socket },
+        "socket path changes need a restart; keeping the current socket",
+      );
+    }
+    this.config = next;
+    this.allowed = new Set([this.identity.uid, ...next.clients]);
+    this.jobs.setLimits(next.limits);
+    this.net.maxConnections = next.limits.max_connections;
+    this.log.info({ apps: [...next.apps.keys()] }, "config reloaded");
   }
 
-  private accept(socket: Socket): void {
+  /**
+   * Graceful stop: no new connections or jobs; running jobs get `graceMs` to finish, then
+   * are cancelled (helpers killed, post hooks run, restores rolled back) and awaited.
+   */
+  async shutdown(graceMs: number): Promise<void> {
+    this.stopping = true;
+    this.net.close();
+    if (this.jobs.runningCount() > 0) {
+      this.log.info(
+        { jobs: this.jobs.runningCount(), grace_s: graceMs / 1000 },
+        "waiting for running jobs",
+      );
+      if (!(await this.jobs.drain(graceMs))) {
+        this.jobs.cancelAll("ferryd is shutting down");
+        await this.jobs.drain(60_000);
+      }
+    }
+    for (const res of this.eventStreams) res.end();
+    this.http.closeAllConnections();
+    this.pairHttp.closeAllConnections();
+  }
+
+  /** Logs an audit line and publishes it to event subscribers. */
+  audit(rec: AuditRecord): void {
+    audit(this.log, rec);
+    const { peer, ...rest } = rec;
+    this.jobs.publish({ type: "audit", peer_uid: peer?.uid, peer_pid: peer?.pid, ...rest });
+  }
+
+  private accept(socket: Socket, server: HttpServer): void {
     const decision = checkPeer(socket, this.allowed);
     if (!decision.ok) {
       socket.destroy();
-      audit(this.log, { peer: decision.cred, outcome: "refused", reason: decision.reason });
+      this.audit({ peer: decision.cred, outcome: "refused", reason: decision.reason });
       return;
     }
     this.peers.set(socket, decision.cred);
-    this.http.emit("connection", socket);
+    server.emit("connection", socket);
     socket.resume();
   }
 
@@ -124,7 +199,7 @@ export class FerryDaemon {
     this.route(req, res, ctx).catch((err) => {
       const fe = sendErrorDuringUpload(req, res, err);
       if (fe.code === "INTERNAL") this.log.error({ err }, "request failed");
-      audit(this.log, {
+      this.audit({
         peer,
         method: req.method,
         path: req.url,
@@ -136,6 +211,22 @@ export class FerryDaemon {
     });
   }
 
+  /** Ordinary (non-archive) requests: bounded body and total time. */
+  private guardSmall(req: IncomingMessage, res: ServerResponse): void {
+    const l = this.config.limits;
+    const len = Number(req.headers["content-length"] ?? 0);
+    if (req.headers["transfer-encoding"] !== undefined || len > l.max_body_bytes) {
+      res.shouldKeepAlive = false;
+      throw new FerryError(
+        "PAYLOAD_TOO_LARGE",
+        `this endpoint takes at most ${l.max_body_bytes} bytes of body`,
+      );
+    }
+    const timer = setTimeout(() => res.destroy(), l.request_timeout * 1000);
+    timer.unref();
+    res.once("close", () => clearTimeout(timer));
+  }
+
   private async route(
     req: IncomingMessage,
     res: ServerResponse,
@@ -145,9 +236,15 @@ export class FerryDaemon {
     const parts = url.pathname.split("/").filter((p) => p !== "");
     const method = req.method ?? "GET";
     if (parts[0] !== API_VERSION) throw new FerryError("NOT_FOUND", `no such path ${url.pathname}`);
-    const expect = (m: string) => {
-      if (method !== m) throw new FerryError("METHOD_NOT_ALLOWED", `${url.pathname} takes ${m}`);
+    const expect = (...m: string[]) => {
+      if (!m.includes(method))
+        throw new FerryError("METHOD_NOT_ALLOWED", `${url.pathname} takes ${m.join(" or ")}`);
     };
+    const isArchive =
+      parts.length === 4 &&
+      parts[1] === "apps" &&
+      (parts[3] === "backup" || parts[3] === "restore");
+    if (!isArchive && !(parts.length === 2 && parts[1] === "events")) this.guardSmall(req, res);
 
     if (parts.length === 2 && parts[1] === "version") {
       expect("GET");
@@ -164,16 +261,60 @@ export class FerryDaemon {
         expect("GET");
         return this.reply(req, res, ctx, 200, await this.detail(app));
       }
-      if (parts.length === 4 && parts[3] === "backup") {
+      if (parts.length === 4 && (parts[3] === "backup" || parts[3] === "restore")) {
         expect("POST");
-        return streamBackup(this, app, req, res, ctx);
-      }
-      if (parts.length === 4 && parts[3] === "restore") {
-        expect("POST");
-        return handleRestore(this, app, req, res, ctx);
+        if (this.stopping) throw new FerryError("SHUTTING_DOWN", "ferryd is shutting down");
+        return parts[3] === "backup"
+          ? streamBackup(this, app, req, res, ctx)
+          : handleRestore(this, app, req, res, ctx);
       }
     }
+    if (parts[1] === "jobs") {
+      if (parts.length === 2) {
+        expect("GET");
+        return this.reply(req, res, ctx, 200, { jobs: this.jobs.list() });
+      }
+      if (parts.length === 3) {
+        const id = parts[2] as string;
+        expect("GET", "DELETE");
+        const job = this.jobs.get(id);
+        if (job === undefined)
+          throw new FerryError("JOB_NOT_FOUND", `no job ${JSON.stringify(id)}`);
+        if (method === "DELETE") {
+          const cancelled = this.jobs.cancel(id, `cancelled by uid ${ctx.peer.uid}`);
+          return this.reply(req, res, ctx, cancelled ? 202 : 200, {
+            ...job,
+            cancelling: cancelled,
+          });
+        }
+        return this.reply(req, res, ctx, 200, job);
+      }
+    }
+    if (parts.length === 2 && parts[1] === "events") {
+      expect("GET");
+      return this.streamEvents(req, res, ctx);
+    }
     throw new FerryError("NOT_FOUND", `no such path ${url.pathname}`);
+  }
+
+  /** GET /v1/events: newline-delimited JSON until the client goes away. */
+  private streamEvents(req: IncomingMessage, res: ServerResponse, ctx: RequestContext): void {
+    res.writeHead(200, { "Content-Type": "application/x-ndjson", "Cache-Control": "no-store" });
+    res.write(
+      `${JSON.stringify({ time: new Date().toISOString(), type: "hello", jobs: this.jobs.list() })}\n`,
+    );
+    this.eventStreams.add(res);
+    res.once("close", () => this.eventStreams.delete(res));
+    this.audit({ peer: ctx.peer, method: req.method, path: req.url, outcome: "ok", status: 200 });
+  }
+
+  private broadcast(e: Record<string, unknown>): void {
+    const line = `${JSON.stringify(e)}\n`;
+    for (const res of this.eventStreams) {
+      // A subscriber that does not read is dropped rather than buffered without bound.
+      if (res.writableLength > EVENT_BUFFER_MAX) res.destroy();
+      else res.write(line);
+    }
   }
 
   private reply(
@@ -184,7 +325,7 @@ export class FerryDaemon {
     body: unknown,
   ): void {
     sendJson(res, status, body);
-    audit(this.log, {
+    this.audit({
       peer: ctx.peer,
       method: req.method,
       path: req.url,

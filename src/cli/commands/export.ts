@@ -7,7 +7,15 @@
  * reader will take it for a good one.
  */
 import { once } from "node:events";
-import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  fsyncSync,
+  openSync,
+  renameSync,
+  statSync,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
 import { basename, dirname, join } from "node:path";
 import type { EndRecord } from "../../api/types.js";
 import { ArchiveParser } from "../../core/archive/reader.js";
@@ -128,4 +136,44 @@ export async function exportCommand(client: FerryClient, opts: ExportOptions): P
       `${opts.output === undefined ? "" : ` → ${opts.output}`}\n`,
   );
   return EXIT.OK;
+}
+
+/**
+ * `ferry export --all -o DIR` / `ferry export APP1 APP2 … -o DIR`: each application to
+ * DIR/APP.tar, one after the other; a failing application is reported and the others go
+ * on. The exit status is 1 if any failed.
+ */
+export async function exportManyCommand(
+  client: FerryClient,
+  apps: string[] | "all",
+  dir: string,
+): Promise<number> {
+  try {
+    if (!statSync(dir).isDirectory()) throw new Error("not a directory");
+  } catch (err) {
+    throw new FerryError(
+      "BAD_REQUEST",
+      `-o ${dir}: must be an existing directory when exporting several applications (${(err as Error).message})`,
+    );
+  }
+  const names =
+    apps === "all"
+      ? (await client.json<{ apps: { name: string }[] }>("GET", "/v1/apps")).apps.map((a) => a.name)
+      : apps;
+  const failed: string[] = [];
+  for (const app of names) {
+    try {
+      const code = await exportCommand(client, { app, output: join(dir, `${app}.tar`) });
+      if (code === EXIT.INTERRUPTED) return code;
+    } catch (err) {
+      failed.push(app);
+      const code = err instanceof FerryError ? ` [${err.code}]` : "";
+      process.stderr.write(`ferry: export of ${app} failed: ${(err as Error).message}${code}\n`);
+    }
+  }
+  process.stderr.write(
+    `exported ${names.length - failed.length} of ${names.length} application(s) to ${dir}` +
+      `${failed.length > 0 ? `; failed: ${failed.join(", ")}` : ""}\n`,
+  );
+  return failed.length > 0 ? EXIT.FAILURE : EXIT.OK;
 }

@@ -3,7 +3,8 @@
  * `data/<index of the path in the config>/…` with owners, modes, times, symlinks (never
  * followed) and hardlinks.
  */
-import { closeSync } from "node:fs";
+import { closeSync, statfsSync } from "node:fs";
+import { dirname } from "node:path";
 import type { ArchiveEntry } from "../../core/archive/writer.js";
 import { explain, openRoot } from "../../core/safe-fs.js";
 import type { Driver, DriverContext } from "../types.js";
@@ -35,7 +36,13 @@ export const filesDriver: Driver<FilesConfig> = {
 
   async describe(config) {
     return {
-      paths: config.paths.map((path, index) => ({ index, path, archive_prefix: `data/${index}/` })),
+      paths: config.paths.map((path, index) => ({
+        index,
+        path,
+        archive_prefix: `data/${index}/`,
+        // Restores stage beside the live tree, so this is the space a restore can use.
+        free_bytes: freeBytes(dirname(path)),
+      })),
       owner: config.owner,
       uid: config.uid,
       gid: config.gid,
@@ -74,3 +81,12 @@ export const filesDriver: Driver<FilesConfig> = {
     recoverRestores(stateDir, log);
   },
 };
+
+function freeBytes(dir: string): number | null {
+  try {
+    const st = statfsSync(dir);
+    return st.bavail * st.bsize;
+  } catch {
+    return null;
+  }
+}

@@ -42,7 +42,7 @@ describe("restore round trip", { skip: needsRoot }, () => {
     assert.deepEqual(fx.world().journals, []);
     assert.match(
       fx.daemon.log(),
-      /"path":"\/v1\/apps\/notes\/restore","app":"notes","outcome":"ok"/,
+      /"path":"\/v1\/apps\/notes\/restore","app":"notes","job":"[0-9a-f]+","outcome":"ok"/,
     );
   });
 
