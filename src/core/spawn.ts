@@ -32,6 +32,8 @@ export interface HelperUser {
   uid: number;
   gid: number;
   home: string;
+  /** Set only when the application's config says `allow_root = true` and this is root. */
+  allowRoot?: boolean;
 }
 
 export interface HelperOptions {
@@ -102,7 +104,7 @@ export function dropArgv(argv: string[], user: HelperUser): string[] {
     }
     return argv;
   }
-  if (user.uid === 0) {
+  if (user.uid === 0 && user.allowRoot !== true) {
     throw new FerryError(
       "HELPER_FAILED",
       "refusing to run a helper as root (set allow_root = true to permit it)",

@@ -110,7 +110,15 @@ export function resolveRunUser(
     });
     return undefined;
   }
-  return { name: u.name, uid: u.uid, gid: u.gid, home: u.home };
+  // Root only gets here with allow_root = true; the flag travels with the user so that
+  // runHelper, which refuses root by default, can tell it was allowed.
+  return {
+    name: u.name,
+    uid: u.uid,
+    gid: u.gid,
+    home: u.home,
+    ...(u.uid === 0 ? { allowRoot: true } : {}),
+  };
 }
 
 /**
