@@ -59,6 +59,15 @@ async function main(): Promise<number> {
 
   const started = new Date();
   const env = new BenchEnv(opts, say);
+  // Ctrl-C also reaches the measured commands (same process group), so the running case
+  // fails, its finally-blocks stop its ferryd and database, and nothing more starts.
+  let interrupted = false;
+  const onSignal = () => {
+    interrupted = true;
+    say("\ninterrupted: cleaning up");
+  };
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
   const results: CaseResult[] = [];
   let ferry: FerryAbilities | undefined;
   // Recorded first: the checkout's state while the build is measured, not after.
@@ -74,6 +83,7 @@ async function main(): Promise<number> {
       `ferry ${ferry.version}: commands ${ferry.commands.join(", ")}; drivers ${ferry.drivers.join(", ")}`,
     );
     for (const c of selected) {
+      if (interrupted) break;
       say(`\n== ${c.name}: ${c.description}`);
       const base = {
         name: c.name,
@@ -101,6 +111,7 @@ async function main(): Promise<number> {
     env.cleanup();
   }
 
+  if (interrupted) return 130;
   const finished = new Date();
   const date = started.toISOString().slice(0, 10);
   const host = hostname().replace(/[^A-Za-z0-9._-]/g, "_");

@@ -1,7 +1,6 @@
 /**
  * The benchmark's world: a temporary directory, the OS users that play the roles of
- * DESIGN.md, the generated trees (made lazily, only for the cases that run), and what the
- * built Ferry can do (its commands and ferryd's drivers).
+ * DESIGN.md, and the generated trees (made lazily, only for the cases that run).
  *
  * Run as root, the harness runs Ferry as in production: ferryd is started as root with
  * `--user ferry-bench-bk` and drops to that user keeping only its capabilities; `ferry`
@@ -38,8 +37,6 @@ export class BenchEnv {
   readonly appUser: User;
   /** ferryd's uid and the uid `ferry` runs as. */
   readonly backupUser: User;
-  /** Who runs the baselines (root when the harness is root). */
-  readonly baselineUser: User | undefined;
   /** Size multiplier of the data: 1, 0.1 with --quick, times --scale. */
   readonly factor: number;
   private readonly trees = new Map<TreeName, Tree>();
@@ -56,12 +53,10 @@ export class BenchEnv {
     if (this.isRoot) {
       this.appUser = ensureUser("ferry-bench-app");
       this.backupUser = ensureUser("ferry-bench-bk");
-      this.baselineUser = undefined;
     } else {
       const me = currentUser();
       this.appUser = me;
       this.backupUser = me;
-      this.baselineUser = undefined;
     }
     for (const d of ["data", "etc", "work"]) mkdirSync(join(this.tmp, d), { mode: 0o755 });
   }
