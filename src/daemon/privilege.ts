@@ -58,7 +58,13 @@ export function execAsServiceUser(user: UserInfo, ferrydArgs: string[]): never {
   Object.assign(env, { [DROPPED_ENV]: "1", HOME: user.home, USER: user.name, LOGNAME: user.name });
   const envp = Object.entries(env).map(([k, v]) => `${k}=${v}`);
   // Node marks its inherited stdio close-on-exec at start-up; the new image needs them.
-  for (const fd of [0, 1, 2]) fcntl(fd, F_SETFD, "int", 0);
+  // So are systemd's socket-activation descriptors (3…), which must survive the exec too.
+  const inherited = [0, 1, 2];
+  if (Number(process.env.LISTEN_PID) === process.pid) {
+    const n = Number(process.env.LISTEN_FDS);
+    for (let i = 0; Number.isInteger(n) && i < Math.min(n, 64); i++) inherited.push(3 + i);
+  }
+  for (const fd of inherited) fcntl(fd, F_SETFD, "int", 0);
   execve(setpriv, [...argv, null], [...envp, null]);
   throw new FerryError(
     "PRIVILEGE_SETUP_FAILED",

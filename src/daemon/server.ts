@@ -58,6 +58,10 @@ export class FerryDaemon {
   private allowed: Set<number>;
   private stopping = false;
   private readonly eventStreams = new Set<ServerResponse>();
+  /** Accepted sockets (the HTTP servers never listen, so Node does not track them). */
+  private readonly sockets = new Set<Socket>();
+  /** Per socket: the deadline for its next complete request head. */
+  private readonly headTimers = new WeakMap<Socket, NodeJS.Timeout>();
 
   constructor(
     public config: Config,
@@ -165,8 +169,7 @@ export class FerryDaemon {
       }
     }
     for (const res of this.eventStreams) res.end();
-    this.http.closeAllConnections();
-    this.pairHttp.closeAllConnections();
+    for (const socket of this.sockets) socket.destroy();
   }
 
   /** Logs an audit line and publishes it to event subscribers. */
@@ -184,8 +187,30 @@ export class FerryDaemon {
       return;
     }
     this.peers.set(socket, decision.cred);
+    this.sockets.add(socket);
+    socket.once("close", () => {
+      this.sockets.delete(socket);
+      clearTimeout(this.headTimers.get(socket));
+    });
+    if (server === this.http) this.armHeadTimer(socket);
     server.emit("connection", socket);
     socket.resume();
+  }
+
+  /**
+   * A connection must deliver a complete request head within idle_timeout of being
+   * accepted or of its previous response: a client trickling one byte a second (which
+   * keeps any inactivity timer happy) is cut off. Node's own headersTimeout is enforced
+   * only for servers that listen themselves, which ours do not.
+   */
+  private armHeadTimer(socket: Socket): void {
+    clearTimeout(this.headTimers.get(socket));
+    const t = setTimeout(() => {
+      this.log.debug("closing a connection that sent no complete request in time");
+      socket.destroy();
+    }, this.config.limits.idle_timeout * 1000);
+    t.unref();
+    this.headTimers.set(socket, t);
   }
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
@@ -195,6 +220,11 @@ export class FerryDaemon {
       req.socket.destroy();
       return;
     }
+    const socket = req.socket as Socket;
+    clearTimeout(this.headTimers.get(socket));
+    res.once("finish", () => {
+      if (!socket.destroyed && this.headTimers.has(socket)) this.armHeadTimer(socket);
+    });
     const ctx: RequestContext = { peer, started: Date.now() };
     this.route(req, res, ctx).catch((err) => {
       const fe = sendErrorDuringUpload(req, res, err);
