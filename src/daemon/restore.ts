@@ -15,6 +15,7 @@ import { describeError, FerryError, toFerryError } from "../core/errors.js";
 import { drivers } from "../drivers/all.js";
 import { restoreWithHooks } from "../drivers/hooks.js";
 import type { RestoreSession } from "../drivers/types.js";
+import { consumeBody } from "./body.js";
 import type { AppConfig } from "./config.js";
 import { sendErrorDuringUpload, sendJson } from "./respond.js";
 import type { FerryDaemon, RequestContext } from "./server.js";
@@ -79,10 +80,17 @@ export async function handleRestore(
   );
   try {
     try {
-      // destroyOnReturn: false, so a refused archive still gets its error answer: the rest
-      // of the upload is drained below instead of the connection being reset.
-      for await (const chunk of req.iterator({ destroyOnReturn: false }))
-        await parser.write(chunk as Buffer);
+      // A refused archive still gets its error answer: the rest of the upload is drained
+      // instead of the connection being reset. Cancel and stalled clients end the wait.
+      await consumeBody(
+        req,
+        async (chunk) => {
+          await parser.write(chunk);
+          job.progress(parser.bytes, parser.entries);
+        },
+        abort.signal,
+        daemon.config.limits.idle_timeout * 1000,
+      );
     } catch (err) {
       if (abort.signal.aborted) throw abort.signal.reason;
       if (err instanceof FerryError) throw err;

@@ -349,12 +349,14 @@ hooks = { post_backup = ["touch", "${dir}/post-backup-ran"] }
     });
     req.on("error", () => {});
     req.write(half);
-    await new Promise((r) => setTimeout(r, 500));
-    const staging = readdirSync(dir).filter((n) => n.startsWith(".big.ferry-restore-"));
-    assert.equal(staging.length, 1, "the restore did not start staging");
+    const staging = () => readdirSync(dir).filter((n) => n.startsWith(".big.ferry-restore-"));
+    for (let i = 0; i < 100 && staging().length === 0; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.equal(staging().length, 1, "the restore did not start staging");
+    const stopAsked = Date.now();
     daemon.child.kill("SIGTERM");
     const [code] = (await once(daemon.child, "exit")) as [number | null];
     assert.equal(code, 0);
+    assert.ok(Date.now() - stopAsked < 15_000, "the cancelled restore held up the shutdown");
     assert.match(daemon.log(), /waiting for running jobs/);
     assert.deepEqual(readdirSync(live).sort(), beforeNames);
     assert.deepEqual(
