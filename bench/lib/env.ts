@@ -16,7 +16,15 @@
  *   work/                     scratch space of the cases
  */
 import { execFileSync } from "node:child_process";
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  chownSync,
+  mkdirSync,
+  mkdtempSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir, userInfo } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -154,6 +162,10 @@ export function missingBasics(): string | undefined {
   for (const tool of ["bash", "tar", "cat", "sync"]) {
     if (which(tool) === undefined) return `${tool} is not installed`;
   }
+  // Every pipeline ends in /dev/null; a regular file there (a root process once renamed an
+  // archive over it) would make the baselines write to disk and non-root helpers fail.
+  if (!statSync("/dev/null").isCharacterDevice())
+    return "/dev/null is not the null device (a regular file replaced it?); restore it first";
   if (process.getuid?.() === 0 && which("setpriv") === undefined)
     return "setpriv (util-linux) is not installed";
   try {

@@ -50,7 +50,7 @@ export async function machineInfo(tmp: string, pgBin?: string): Promise<MachineI
   const cpuList = cpus();
   let fsType: string | undefined;
   try {
-    fsType = execFileSync("findmnt", ["-no", "FSTYPE,SOURCE", "-T", tmp]).toString().trim();
+    fsType = execFileSync("findmnt", ["-no", "FSTYPE,SOURCE,OPTIONS", "-T", tmp]).toString().trim();
   } catch {}
   const tools: Record<string, string | undefined> = {
     tar: await versionOf(["tar", "--version"]),
