@@ -39,11 +39,12 @@ export function consumeBody(
     };
     signal.addEventListener("abort", onAbort, { once: true });
     arm();
+    let inFlight: Promise<void> = Promise.resolve();
     req.on("data", (chunk: Buffer) => {
       if (failed) return;
       clearTimeout(idle); // ferryd is busy with the chunk, not waiting for the client
       req.pause();
-      onChunk(chunk).then(
+      inFlight = onChunk(chunk).then(
         () => {
           if (failed) return;
           arm();
@@ -53,11 +54,14 @@ export function consumeBody(
       );
     });
     req.on("end", () => {
-      // `end` only follows the last `data` once it was resumed, i.e. processed.
-      if (failed) return;
-      clearTimeout(idle);
-      signal.removeEventListener("abort", onAbort);
-      resolve();
+      // 'end' can come while the last chunk is still being processed (a paused stream
+      // still ends once its buffer is empty): finish that chunk first.
+      void inFlight.then(() => {
+        if (failed) return;
+        clearTimeout(idle);
+        signal.removeEventListener("abort", onAbort);
+        resolve();
+      });
     });
     req.on("error", fail);
     req.on("aborted", () => fail(new Error("the client aborted the upload")));

@@ -47,6 +47,7 @@
  * Every test also checks that the driver left no spool directory behind (spool.ts), on
  * success and on failure alike.
  */
+
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
@@ -58,6 +59,7 @@ import { FerryError } from "../../src/core/errors.js";
 import { backupWithHooks, restoreWithHooks } from "../../src/drivers/hooks.js";
 import { SPOOL_PREFIX } from "../../src/drivers/spool.js";
 import type { Driver, RestoreResult, RestoreSession } from "../../src/drivers/types.js";
+import { asUser, ensureUser } from "../helpers/proc.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: drivers carry their own config types
 type AnyDriver = Driver<any>;
@@ -88,20 +90,6 @@ export interface SuiteOptions {
   setup(): Promise<SuiteTarget>;
 }
 
-/** argv that runs `argv` as `user` without capabilities (for fixtures, not for ferryd). */
-export function asUser(user: { uid: number; gid: number }, argv: string[]): string[] {
-  return [
-    "setpriv",
-    `--reuid=${user.uid}`,
-    `--regid=${user.gid}`,
-    "--init-groups",
-    "--inh-caps=-all",
-    "--ambient-caps=-all",
-    "--",
-    ...argv,
-  ];
-}
-
 /** Runs a fixture command as `user`, returning stdout; throws with stderr on failure. */
 export function runAs(user: { uid: number; gid: number }, argv: string[], input?: string): string {
   const full = asUser(user, argv);
@@ -114,24 +102,7 @@ export function runAs(user: { uid: number; gid: number }, argv: string[], input?
   });
 }
 
-/** A test user (created once, `useradd --system`); root only. */
-export function ensureUser(name: string): { name: string; uid: number; gid: number } {
-  try {
-    execFileSync("id", ["-u", name], { stdio: "ignore" });
-  } catch {
-    execFileSync("useradd", [
-      "--system",
-      "--no-create-home",
-      "--shell",
-      "/usr/sbin/nologin",
-      "--user-group",
-      name,
-    ]);
-  }
-  const uid = Number(execFileSync("id", ["-u", name]).toString().trim());
-  const gid = Number(execFileSync("id", ["-g", name]).toString().trim());
-  return { name, uid, gid };
-}
+export { asUser, ensureUser };
 
 export function hasProgram(name: string): boolean {
   return ["/usr/bin", "/bin", "/usr/sbin", "/usr/local/bin"].some((d) =>

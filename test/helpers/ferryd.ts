@@ -35,7 +35,7 @@ export async function startFerryd(opts: StartOptions): Promise<RunningFerryd> {
   child.stderr?.on("data", (d: Buffer) => {
     log += d.toString();
   });
-  const deadline = Date.now() + 15_000;
+  const deadline = Date.now() + 60_000; // generous: a loaded CI machine starts node slowly
   while (!log.includes('"msg":"ferryd listening"')) {
     if (child.exitCode !== null) throw new Error(`ferryd exited ${child.exitCode}: ${log}`);
     if (Date.now() > deadline) {

@@ -38,7 +38,7 @@ export function ensureUser(name: string): TestUser {
 }
 
 /** argv prefix that runs a command as `user` with no capabilities at all. */
-export function asUser(user: TestUser | undefined, argv: string[]): string[] {
+export function asUser(user: { uid: number; gid: number } | undefined, argv: string[]): string[] {
   if (user === undefined) return argv;
   return [
     "setpriv",

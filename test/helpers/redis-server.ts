@@ -3,6 +3,7 @@
  * (never the machine's 6379), run as a test OS user through setpriv, with a password and,
  * by default, nothing on disk (`save ""`, no AOF), like a cache-only production server.
  */
+
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
 import { chownSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -10,6 +11,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Redis } from "ioredis";
+import { asUser } from "./proc.js";
 
 export interface RedisServer {
   port: number;
@@ -66,17 +68,7 @@ export async function startRedis(
         ? ["--save", "3600 1", "--appendonly", "no"]
         : ["--save", "", "--appendonly", "no"]),
     ];
-    const argv = [
-      "setpriv",
-      `--reuid=${user.uid}`,
-      `--regid=${user.gid}`,
-      "--init-groups",
-      "--inh-caps=-all",
-      "--ambient-caps=-all",
-      "--",
-      "redis-server",
-      ...args,
-    ];
+    const argv = asUser(user, ["redis-server", ...args]);
     const c = spawn(argv[0] as string, argv.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
     c.stdout?.on("data", (d: Buffer) => {
       log += d.toString();

@@ -81,11 +81,18 @@ describe("restore round trip", { skip: needsRoot }, () => {
       [
         process.execPath,
         "-e",
-        `const h=require("http");const r=h.request({socketPath:${JSON.stringify(fx.socket)},path:"/v1/apps/notes/backup",method:"POST",headers:{Host:"ferry"}},res=>{res.pause();console.log("started");setTimeout(()=>process.exit(0),4000)});r.end();`,
+        `const h=require("http");const r=h.request({socketPath:${JSON.stringify(fx.socket)},path:"/v1/apps/notes/backup",method:"POST",headers:{Host:"ferry"}},res=>{res.pause();console.log("started");setTimeout(()=>process.exit(0),8000)});r.end();`,
       ],
       { user: fx.backup },
     );
-    await new Promise((r) => setTimeout(r, 1500));
+    // Wait until ferryd reports the stalled backup as a running job.
+    for (let i = 0; i < 300; i++) {
+      const jobs = await run([process.execPath, FERRY, "--socket", fx.socket, "jobs", "--json"], {
+        user: fx.backup,
+      });
+      if (/"state": "running"/.test(jobs.stdout.toString())) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
     const busy = await fx.importArchive(exported.stdout);
     assert.equal(busy.code, 1, busy.stderr);
     assert.match(busy.stderr, /\[APP_BUSY\]/);
