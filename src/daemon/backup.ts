@@ -25,6 +25,8 @@ import type { AppConfig } from "./config.js";
 import { sendError } from "./respond.js";
 import type { FerryDaemon, RequestContext } from "./server.js";
 
+const WINDOW = 8 * 1024 * 1024;
+
 /** A header-safe one-line rendering of an error for the Ferry-Status trailer. */
 export function statusTrailer(err: FerryError | undefined): string {
   if (err === undefined) return "ok";
@@ -113,7 +115,11 @@ export async function streamBackup(
       head();
       bytes += r.value.length;
       job.progress(bytes, 0);
-      if (!res.write(r.value)) await drained(res, job.signal, idleMs);
+      // Keep up to WINDOW bytes queued for the client instead of waiting for a full drain
+      // after every chunk (Node's 16 KiB high-water mark would stall the pipe each time);
+      // memory stays bounded by WINDOW plus one chunk.
+      res.write(r.value);
+      if (res.writableLength > WINDOW) await drained(res, job.signal, idleMs);
     }
     job.signal.throwIfAborted();
     head();

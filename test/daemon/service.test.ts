@@ -350,7 +350,8 @@ hooks = { post_backup = ["touch", "${dir}/post-backup-ran"] }
     req.on("error", () => {});
     req.write(half);
     const staging = () => readdirSync(dir).filter((n) => n.startsWith(".big.ferry-restore-"));
-    for (let i = 0; i < 100 && staging().length === 0; i++) await new Promise((r) => setTimeout(r, 100));
+    for (let i = 0; i < 100 && staging().length === 0; i++)
+      await new Promise((r) => setTimeout(r, 100));
     assert.equal(staging().length, 1, "the restore did not start staging");
     const stopAsked = Date.now();
     daemon.child.kill("SIGTERM");

@@ -10,6 +10,7 @@ import { once } from "node:events";
 import {
   closeSync,
   fsyncSync,
+  lstatSync,
   openSync,
   renameSync,
   statSync,
@@ -33,6 +34,37 @@ interface Sink {
   write(chunk: Buffer): Promise<void>;
   commit(): void;
   discard(): void;
+}
+
+/**
+ * A regular file (or a new one) is written beside and renamed into place when complete.
+ * Anything else that exists at the path — /dev/null, a FIFO, a terminal — is written to
+ * directly: renaming over it would replace a device node with a file.
+ */
+function outputSink(path: string): Sink {
+  let existing: ReturnType<typeof lstatSync> | undefined;
+  try {
+    existing = lstatSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+  }
+  if (existing !== undefined && existing.isDirectory()) {
+    throw new FerryError("BAD_REQUEST", `-o ${path} is a directory; give a file name`);
+  }
+  if (existing === undefined || existing.isFile()) return fileSink(path);
+  const fd = openSync(path, "w");
+  return {
+    async write(chunk) {
+      let off = 0;
+      while (off < chunk.length) off += writeSync(fd, chunk, off);
+    },
+    commit() {
+      closeSync(fd);
+    },
+    discard() {
+      closeSync(fd);
+    },
+  };
 }
 
 function fileSink(path: string): Sink {
@@ -86,7 +118,7 @@ export async function exportCommand(client: FerryClient, opts: ExportOptions): P
   if (res.statusCode !== 200)
     throw errorFromBody(res.statusCode ?? 500, await readBody(res, 1 << 20));
 
-  const sink = opts.output === undefined ? stdoutSink() : fileSink(opts.output);
+  const sink = opts.output === undefined ? stdoutSink() : outputSink(opts.output);
   const progress = new Progress(`export ${opts.app}`);
   const parser = new ArchiveParser();
   let bytes = 0;
