@@ -14,6 +14,7 @@ import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
 import {
   existsSync,
+  lstatSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
@@ -174,6 +175,11 @@ hooks = { post_backup = ["touch", "${dir}/post-backup-ran"] }
       { timeoutMs: 120_000 },
     );
     assert.equal(r.code, 0, r.stderr);
+    // -o onto something that is not a regular file writes to it; it is never replaced.
+    assert.ok(
+      lstatSync("/dev/null").isCharacterDevice(),
+      "ferry export -o /dev/null replaced /dev/null",
+    );
     await new Promise((r) => setTimeout(r, 200));
     req.destroy();
     const events = lines.map(
