@@ -146,20 +146,10 @@ export async function streamBackup(
     res.off("close", onClose);
     if (end !== undefined) job.progress(bytes, end.entries);
     job.finish(failure);
-    daemon.audit({
-      peer: ctx.peer,
-      method: req.method,
-      path: req.url,
-      app: app.name,
-      job: job.info.id,
-      outcome: failure === undefined ? "ok" : failure.code === "CANCELLED" ? "aborted" : "error",
-      status: failure === undefined ? 200 : failure.status,
-      code: failure?.code,
+    daemon.auditJob(req, ctx, app.name, job.info.id, failure, {
       bytes,
       entries: end?.entries,
       sha256: end?.sha256,
-      duration_ms: Date.now() - ctx.started,
-      reason: failure?.message,
     });
     if (warnings.length > 0)
       daemon.log.warn({ app: app.name, warnings: warnings.slice(0, 50) }, "backup warnings");

@@ -131,20 +131,10 @@ export async function handleRestore(
   } finally {
     res.off("close", onClose);
     job.finish(failure);
-    daemon.audit({
-      peer: ctx.peer,
-      method: req.method,
-      path: req.url,
-      app: app.name,
-      job: job.info.id,
-      outcome: failure === undefined ? "ok" : failure.code === "CANCELLED" ? "aborted" : "error",
-      status: failure === undefined ? 200 : failure.status,
-      code: failure?.code,
+    daemon.auditJob(req, ctx, app.name, job.info.id, failure, {
       bytes: parser.bytes,
       entries: result?.entries,
       sha256: parser.end?.sha256,
-      duration_ms: Date.now() - ctx.started,
-      reason: failure?.message,
     });
   }
 }

@@ -179,6 +179,30 @@ export class FerryDaemon {
     this.jobs.publish({ type: "audit", peer_uid: peer?.uid, peer_pid: peer?.pid, ...rest });
   }
 
+  /** The audit line that ends a backup or restore job. */
+  auditJob(
+    req: IncomingMessage,
+    ctx: RequestContext,
+    app: string,
+    job: string,
+    failure: FerryError | undefined,
+    result: { bytes: number; entries?: number; sha256?: string },
+  ): void {
+    this.audit({
+      peer: ctx.peer,
+      method: req.method,
+      path: req.url,
+      app,
+      job,
+      outcome: failure === undefined ? "ok" : failure.code === "CANCELLED" ? "aborted" : "error",
+      status: failure === undefined ? 200 : failure.status,
+      code: failure?.code,
+      ...result,
+      duration_ms: Date.now() - ctx.started,
+      reason: failure?.message,
+    });
+  }
+
   private accept(socket: Socket, server: HttpServer): void {
     const decision = checkPeer(socket, this.allowed);
     if (!decision.ok) {
