@@ -35,6 +35,8 @@ paths = ["$demo/notes"]
 owner = "$(id -un)"
 restore = true
 TOML
+# As root, the sample files are root's, and restoring root-owned files needs allow_root.
+[ "$(id -u)" -eq 0 ] && echo "allow_root = true" >> "$demo/ferry.toml"
 say "ferryd --check-config"
 "${FERRYD[@]}" --check-config --config "$demo/ferry.toml"
 
