@@ -105,6 +105,29 @@ function writeAt(fd: number, buf: Buffer, pos: number): Promise<number> {
   );
 }
 
+const WRITE_BATCH = 1024 * 1024;
+
+interface OpenFile {
+  fd: number;
+  pos: number;
+  pending: Buffer[];
+  pendingBytes: number;
+}
+
+/** Writes what was gathered for an open file, at its position. */
+async function flush(f: OpenFile): Promise<void> {
+  if (f.pendingBytes === 0) return;
+  const buf = f.pending.length === 1 ? (f.pending[0] as Buffer) : Buffer.concat(f.pending);
+  f.pending = [];
+  f.pendingBytes = 0;
+  let off = 0;
+  while (off < buf.length) {
+    const n = await writeAt(f.fd, off === 0 ? buf : buf.subarray(off), f.pos);
+    off += n;
+    f.pos += n;
+  }
+}
+
 /** Mode bits an archive may set: permissions and sticky, never set-uid or set-gid. */
 export function sanitizeMode(mode: number): number {
   return mode & 0o1777;
@@ -205,7 +228,7 @@ export async function startRestore(
   const dirs: DirMeta[] = [];
   let entries = 0;
   let bytes = 0;
-  let current: { fd: number; pos: number } | undefined;
+  let current: OpenFile | undefined;
   let cachedParent: { root: number; rel: string; fd: number } | undefined;
 
   const parentFd = (root: number, rel: string): number => {
@@ -302,7 +325,7 @@ export async function startRestore(
             return;
           case "file": {
             const fd = openBeneath(pfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
-            current = { fd, pos: 0 };
+            current = { fd, pos: 0, pending: [], pendingBytes: 0 };
             seen.set(key, "file");
             files.set(h.path, { root: p.root, parent: parentRel, name });
             return;
@@ -359,17 +382,18 @@ export async function startRestore(
     async data(chunk: Buffer) {
       ctx.signal.throwIfAborted();
       if (current === undefined) return;
-      let off = 0;
-      while (off < chunk.length) {
-        const n = await writeAt(current.fd, off === 0 ? chunk : chunk.subarray(off), current.pos);
-        off += n;
-        current.pos += n;
-      }
+      // Chunks arrive at the socket's 64 KiB; writing each through the thread pool costs a
+      // round trip apiece, so they are gathered and written WRITE_BATCH at a time (the
+      // chunks are fresh buffers from the socket, never reused, so keeping them is safe).
+      current.pending.push(chunk);
+      current.pendingBytes += chunk.length;
       bytes += chunk.length;
+      if (current.pendingBytes >= WRITE_BATCH) await flush(current);
     },
 
     async entryEnd(h: TarHeader) {
       if (current === undefined || h.type !== "file") return;
+      await flush(current);
       const fd = current.fd;
       // chown first (it clears set-id bits anyway), then the sanitised mode, then times.
       fchownSync(fd, config.uid, config.gid);
