@@ -6,7 +6,8 @@
  */
 import { ArchiveParser } from "../../../src/core/archive/reader.js";
 import { writeArchive } from "../../../src/core/archive/writer.js";
-import type { Driver, RestoreResult, RestoreSession } from "../../../src/drivers/types.js";
+import type { Driver, RestoreResult } from "../../../src/drivers/types.js";
+import { restoreArchive } from "../suite.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: drivers carry their own config types
 type AnyDriver = Driver<any>;
@@ -33,7 +34,7 @@ export async function backupBytes(
   return Buffer.concat(chunks);
 }
 
-// Reading and rebuilding archives is the shared driver suite's; re-exported under the
+// Reading, rebuilding and restoring archives is the shared driver suite's; re-exported under the
 // names these tests use.
 export { archiveOf as rebuildArchive, payloadOf as readEntries } from "../suite.js";
 
@@ -58,35 +59,11 @@ export async function restoreBytes(
   bytes: Buffer,
   opts: { warnings?: string[]; chunk?: number } = {},
 ): Promise<RestoreResult> {
-  const warnings = opts.warnings ?? [];
-  const signal = new AbortController().signal;
-  let session: RestoreSession | undefined;
-  const restore = driver.restore;
-  if (restore === undefined) throw new Error(`${driver.name} cannot restore`);
-  const parser = new ArchiveParser({
-    manifest: async (m) => {
-      session = await restore.call(driver, config, {
-        app: "test",
-        signal,
-        warnings,
-        manifest: m,
-        stateDir: "/nonexistent",
-      });
-    },
-    entry: (h) => (session as RestoreSession).entry(h),
-    data: (c) => (session as RestoreSession).data(c),
-    entryEnd: (h) => (session as RestoreSession).entryEnd(h),
-  });
-  const step = opts.chunk ?? 64 * 1024;
-  try {
-    for (let off = 0; off < bytes.length; off += step) {
-      await parser.write(bytes.subarray(off, off + step));
-    }
-    parser.finish();
-  } catch (err) {
-    await session?.abort(err);
-    throw err;
-  }
-  if (session === undefined) throw new Error("no manifest");
-  return await session.commit();
+  // The shared suite's restore path, as ferryd drives it (hooks wrapper included).
+  return restoreArchive(
+    driver,
+    { name: "test", settings: config as Record<string, unknown> },
+    bytes,
+    opts,
+  );
 }
