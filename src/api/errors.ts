@@ -97,6 +97,12 @@ export const ERRORS = {
     description:
       "The config file or a directory above it is writable by ferryd's own uid while ferryd holds capabilities.",
   },
+  STATE_DIR_UNSAFE: {
+    status: 500,
+    exit: "failure",
+    description:
+      "ferryd's state directory (journals, spools) or a directory above it is not root-owned 0700, or is owned or writable by ferryd's own uid, while ferryd holds capabilities.",
+  },
   SOCKET_UNSAFE: {
     status: 500,
     exit: "failure",

@@ -3,7 +3,6 @@
  * ferryd — the service process. See `ferryd --help` and docs/ops.md.
  */
 import { spawn } from "node:child_process";
-import { mkdirSync } from "node:fs";
 import { Socket } from "node:net";
 import { constants as osConstants } from "node:os";
 import { parseArgs } from "node:util";
@@ -11,6 +10,7 @@ import { readCaps, SERVICE_CAPS } from "../core/caps.js";
 import { FerryError } from "../core/errors.js";
 import { createLogger } from "../core/log.js";
 import { findProgram } from "../core/spawn.js";
+import { StateDir } from "../core/state-dir.js";
 import { closeFd, socketPair } from "../core/sys.js";
 import { lookupUid, lookupUser } from "../core/users.js";
 import { VERSION } from "../core/version.js";
@@ -20,6 +20,7 @@ import { FerryDaemon } from "../daemon/server.js";
 import { prepareSocketPath } from "../daemon/socket.js";
 import { listenFd, sdNotify } from "../daemon/systemd.js";
 import { drivers } from "../drivers/all.js";
+import { removeStaleSpools } from "../drivers/spool.js";
 import { EXIT, UsageError } from "./exit-codes.js";
 import { runMain } from "./main.js";
 
@@ -123,11 +124,18 @@ async function main(): Promise<number> {
     log.warn("running without capabilities (user mode): only data this user can read is served");
   }
 
-  // Finish or roll back restores a crash interrupted, before serving anything.
-  mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
-  for (const driver of drivers.values()) driver.recover?.(config.stateDir, log);
+  // The state directory is opened and checked once (root-owned 0700 when privileged) and
+  // held for ferryd's life; then restores a crash interrupted are finished or rolled back,
+  // before anything is served.
+  const state = StateDir.open(config.stateDir, {
+    privileged,
+    uid,
+    gids: process.getgroups?.() ?? [],
+  });
+  removeStaleSpools(state, log);
+  for (const driver of drivers.values()) driver.recover?.(state, config.apps, log);
 
-  const daemon = new FerryDaemon(config, identity, log);
+  const daemon = new FerryDaemon(config, identity, log, state);
   const started = {
     version: VERSION,
     uid,

@@ -22,6 +22,7 @@ import type { AppDetail, AppSummary, VersionInfo } from "../api/types.js";
 import { API_VERSION } from "../api/types.js";
 import { FerryError } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
+import type { StateDir } from "../core/state-dir.js";
 import type { PeerCred } from "../core/sys.js";
 import { VERSION } from "../core/version.js";
 import { drivers } from "../drivers/all.js";
@@ -67,6 +68,8 @@ export class FerryDaemon {
     public config: Config,
     readonly identity: Identity,
     readonly log: Logger,
+    /** The held, checked state directory (src/core/state-dir.ts). */
+    readonly state: StateDir,
   ) {
     const l = config.limits;
     this.allowed = new Set([identity.uid, ...config.clients]);
@@ -142,6 +145,12 @@ export class FerryDaemon {
       this.log.warn(
         { socket: next.socket },
         "socket path changes need a restart; keeping the current socket",
+      );
+    }
+    if (next.stateDir !== this.config.stateDir) {
+      this.log.warn(
+        { state_dir: next.stateDir },
+        "state_dir changes need a restart; keeping the current state directory",
       );
     }
     this.config = next;

@@ -13,6 +13,7 @@ import { FerryError } from "../../../src/core/errors.js";
 import { type MariadbConfig, mariadbSchema } from "../../../src/drivers/mariadb/config.js";
 import { mariadbDriver } from "../../../src/drivers/mariadb/index.js";
 import { type MariaServer, startMariaServer } from "../../helpers/mariadb-server.js";
+import { testState } from "../../helpers/state.js";
 import {
   backupBytes,
   manifestOf,
@@ -292,6 +293,7 @@ describe("mariadb driver", { timeout: 180_000 }, () => {
         app: "t",
         signal: new AbortController().signal,
         warnings: [],
+        state: testState(),
       })
       [Symbol.asyncIterator]();
     assert.equal((await it.next()).value?.header.path, "data/mariadb.json");
