@@ -25,6 +25,9 @@
  *   lives somewhere else.
  * - `{ kind: "any" }` (user mode config): the same walk, no ownership rule.
  *
+ * Files the config names are opened with `followLinks: false`: a symlink anywhere on
+ * their path is refused.
+ *
  * A sticky directory (like /tmp) that the untrusted side may write is fine when the entry
  * below it is not owned by the untrusted side: others may create names there but cannot
  * rename or remove ours. POSIX ACLs are not consulted; keep these directories free of
@@ -71,6 +74,11 @@ export interface TrustedFileOptions {
   unreadableCode: "CONFIG_INVALID";
   /** How to fix an unsafe file (appended to the message). */
   advice: string;
+  /**
+   * Follow symlinks in the path (default true; their directories are judged like the
+   * rest). false: any symlink on the way is refused (files the config names).
+   */
+  followLinks?: boolean;
 }
 
 export interface TrustedFile {
@@ -186,6 +194,12 @@ export function openTrustedFile(path: string, opts: TrustedFileOptions): Trusted
       if (dirWhy !== undefined) throw unsafe(`directory ${top.path}`, dirWhy);
       const type = entry.mode & S_IFMT;
       if (type === S_IFLNK) {
+        if (opts.followLinks === false) {
+          throw unsafe(
+            childPath,
+            "a symlink; ferryd does not follow symlinks to files its config names: name the file itself",
+          );
+        }
         if (++links > 40) throw new SysError("openat2", 40, "ELOOP", path);
         const target = readLinkAt(top.fd, name).toString();
         if (target.startsWith("/")) {
@@ -276,6 +290,7 @@ export function readTrustedText(
     unsafeCode: "CONFIG_UNSAFE",
     unreadableCode: "CONFIG_INVALID",
     advice: SECRET_ADVICE,
+    followLinks: false,
   });
   try {
     if (f.stat.size > 1 << 20) {

@@ -277,6 +277,7 @@ export function checkNamedFiles(config: Config, source: string, policy: TrustPol
           unsafeCode: "CONFIG_UNSAFE",
           unreadableCode: "CONFIG_INVALID",
           advice: SECRET_ADVICE,
+          followLinks: false,
         });
         closeSync(f.fd);
       } catch (err) {

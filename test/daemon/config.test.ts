@@ -247,6 +247,11 @@ describe("files the config names (password_file)", {
         code("CONFIG_UNSAFE", "2 hard links"),
       );
       rmSync(join(dir, "second"));
+      symlinkSync(file, join(dir, "link"));
+      assert.throws(
+        () => readTrustedText(join(dir, "link"), "password_file", ROOT_ONLY),
+        code("CONFIG_UNSAFE", "a symlink"),
+      );
       const owned = join(dir, "owned");
       mkdirSync(owned);
       chownSync(owned, 12345, 12345);
