@@ -155,8 +155,9 @@ function why(err: unknown): string {
 }
 
 /**
- * Opens `path` for reading after checking the file and every directory above its real
- * location under `opts.policy`. Throws `opts.unsafeCode` naming the first offending path,
+ * Opens `path` for reading after checking, under `opts.policy`, the file and every
+ * directory the walk passes (those holding a symlink on the way, and those above the file's
+ * real location). Throws `opts.unsafeCode` naming the first offending path,
  * or `opts.unreadableCode` when the file is missing or unreadable.
  */
 export function openTrustedFile(path: string, opts: TrustedFileOptions): TrustedFile {
