@@ -12,10 +12,11 @@ import { createLogger } from "../core/log.js";
 import { findProgram } from "../core/spawn.js";
 import { StateDir } from "../core/state-dir.js";
 import { closeFd, socketPair } from "../core/sys.js";
-import { lookupUid, lookupUser } from "../core/users.js";
+import { groupsOf, lookupUid, lookupUser } from "../core/users.js";
 import { VERSION } from "../core/version.js";
-import { assertConfigSafe, DEFAULT_CONFIG, loadConfig } from "../daemon/config.js";
-import { DROPPED_ENV, execAsServiceUser } from "../daemon/privilege.js";
+import { assertCodeSafe } from "../daemon/code-check.js";
+import { type ConfigTrust, DEFAULT_CONFIG, loadConfig, processTrust } from "../daemon/config.js";
+import { DROPPED_ENV, execAsServiceUser, markInheritedCloexec } from "../daemon/privilege.js";
 import { FerryDaemon } from "../daemon/server.js";
 import { prepareSocketPath } from "../daemon/socket.js";
 import { listenFd, sdNotify } from "../daemon/systemd.js";
@@ -47,6 +48,7 @@ Options:
 `;
 
 async function main(): Promise<number> {
+  markInheritedCloexec();
   let parsed: ReturnType<typeof parse>;
   try {
     parsed = parse();
@@ -77,7 +79,7 @@ async function main(): Promise<number> {
   const configPath = values.config ?? process.env.FERRY_CONFIG ?? DEFAULT_CONFIG;
 
   if (values["check-config"]) {
-    const config = loadConfig(configPath);
+    const config = loadConfig(configPath, trustFor(values.user));
     process.stdout.write(`${config.path}: valid, ${config.apps.size} application(s)\n`);
     return EXIT.OK;
   }
@@ -88,7 +90,8 @@ async function main(): Promise<number> {
     if (user === undefined)
       throw new UsageError(`--user: no such user ${JSON.stringify(values.user)}`);
     if (user.uid === 0) throw new UsageError("--user must name a user other than root");
-    loadConfig(configPath); // fail here, as root, with a clear message rather than after the switch
+    // Fail here, as root, with a clear message rather than after the switch.
+    loadConfig(configPath, trustFor(values.user));
     // The same arguments: the new process sees --user NAME with uid == NAME's and goes on.
     execAsServiceUser(user, process.argv.slice(1));
   }
@@ -109,7 +112,7 @@ async function main(): Promise<number> {
 
   const caps = readCaps();
   const privileged = uid === 0 || caps.effective.length > 0;
-  if (privileged && uid !== 0) assertConfigSafe(configPath, uid, process.getgroups?.() ?? []);
+  if (privileged) assertCodeSafe(uid);
   const config = loadConfig(configPath);
   const log = createLogger("ferryd");
   const me = lookupUid(uid);
@@ -171,7 +174,6 @@ async function main(): Promise<number> {
   process.on("SIGHUP", () => {
     sdNotify("RELOADING=1");
     try {
-      if (privileged && uid !== 0) assertConfigSafe(configPath, uid, process.getgroups?.() ?? []);
       daemon.reload(loadConfig(configPath));
     } catch (err) {
       log.error(
@@ -235,6 +237,15 @@ async function runWith(
   });
   await daemon.shutdown(graceMs());
   return code;
+}
+
+/** Whose writes the config check distrusts: the --user NAME root switches to, else ours. */
+function trustFor(userName: string | undefined): ConfigTrust {
+  const user = userName === undefined ? undefined : lookupUser(userName);
+  if (user === undefined || user.uid === 0 || user.uid === process.getuid?.()) {
+    return processTrust();
+  }
+  return { uid: user.uid, gids: groupsOf(user), privileged: true };
 }
 
 function parse() {
