@@ -9,7 +9,7 @@ import { parseArgs } from "node:util";
 import { readCaps, SERVICE_CAPS } from "../core/caps.js";
 import { FerryError } from "../core/errors.js";
 import { createLogger } from "../core/log.js";
-import { findProgram } from "../core/spawn.js";
+import { setprivArgv } from "../core/setpriv.js";
 import { StateDir } from "../core/state-dir.js";
 import { closeFd, socketPair } from "../core/sys.js";
 import { groupsOf, lookupUid, lookupUser } from "../core/users.js";
@@ -216,9 +216,7 @@ async function runWith(
   }
   env.FERRY_FD = "3";
   delete env.FERRY_SOCKET;
-  const argv = privileged
-    ? [findProgram("setpriv"), "--inh-caps=-all", "--ambient-caps=-all", "--nnp", "--", ...command]
-    : command;
+  const argv = privileged ? setprivArgv({ keep: [] }, command) : command;
   const child = spawn(argv[0] as string, argv.slice(1), {
     stdio: ["inherit", "inherit", "inherit", theirs],
     env,

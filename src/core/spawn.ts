@@ -28,6 +28,7 @@ import type { Readable, Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { readCaps } from "./caps.js";
 import { FerryError } from "./errors.js";
+import { setprivArgv } from "./setpriv.js";
 
 export const SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const KILL_GRACE_MS = 5_000;
@@ -91,8 +92,6 @@ export function findProgram(name: string, extra: string[] = []): string {
   );
 }
 
-let setprivPath: string | undefined;
-
 /**
  * The argv that runs `argv` as `user` with no capabilities. In user mode (ferryd holds no
  * capabilities) a helper for ferryd's own uid is run directly; any other user is refused,
@@ -116,20 +115,7 @@ export function dropArgv(argv: string[], user: HelperUser): string[] {
       "refusing to run a helper as root (set allow_root = true to permit it)",
     );
   }
-  setprivPath ??= findProgram("setpriv");
-  return [
-    setprivPath,
-    `--reuid=${user.uid}`,
-    `--regid=${user.gid}`,
-    "--init-groups",
-    "--inh-caps=-all",
-    "--ambient-caps=-all",
-    // No --bounding-set: shrinking it needs CAP_SETPCAP, which ferryd does not hold. With
-    // empty permitted/inheritable/ambient sets and no_new_privs, nothing can be regained.
-    "--nnp",
-    "--",
-    ...argv,
-  ];
+  return setprivArgv({ user, keep: [] }, argv);
 }
 
 /** The supervisor script (src/core/supervisor.ts), beside this module in ferryd's own code. */

@@ -24,7 +24,7 @@ import {
 import { dirname, join, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import { FerryError } from "../core/errors.js";
-import { findSetpriv } from "./privilege.js";
+import { findSetpriv } from "../core/setpriv.js";
 
 const ADVICE =
   "Anyone who can change ferryd's code gets its capabilities. Install ferryd root-owned and " +

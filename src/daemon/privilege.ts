@@ -6,11 +6,11 @@
  * no_new_privs. The result is a process with the backup user's identity and root's
  * operating rights for files — and nothing else.
  */
-import { existsSync } from "node:fs";
 import koffi from "koffi";
 import { SERVICE_CAPS } from "../core/caps.js";
 import { FerryError } from "../core/errors.js";
 import { libc } from "../core/libc.js";
+import { setprivArgv } from "../core/setpriv.js";
 import { closeRangeCloexec } from "../core/sys.js";
 import type { UserInfo } from "../core/users.js";
 import { listenFdCount } from "./systemd.js";
@@ -21,40 +21,14 @@ const F_SETFD = 2;
 
 export const DROPPED_ENV = "FERRYD_DROPPED";
 
-export function findSetpriv(): string {
-  for (const p of ["/usr/bin/setpriv", "/bin/setpriv", "/usr/sbin/setpriv"]) {
-    if (existsSync(p)) return p;
-  }
-  throw new FerryError(
-    "PRIVILEGE_SETUP_FAILED",
-    "setpriv (util-linux) is not installed; ferryd needs it to switch to the service user",
-  );
-}
-
-/** argv for setpriv that runs `command` as `user` with the given capabilities kept. */
-export function setprivArgs(user: UserInfo, caps: readonly string[], command: string[]): string[] {
-  const list = caps.map((c) => `+${c}`).join(",");
-  const keep = list === "" ? "-all" : `-all,${list}`;
-  return [
-    `--reuid=${user.uid}`,
-    `--regid=${user.gid}`,
-    "--init-groups",
-    `--inh-caps=${keep}`,
-    `--ambient-caps=${keep}`,
-    `--bounding-set=${keep}`,
-    "--nnp",
-    "--",
-    ...command,
-  ];
-}
-
 /** Replaces this process with ferryd running as `user`; returns only on failure. */
 export function execAsServiceUser(user: UserInfo, ferrydArgs: string[]): never {
-  const setpriv = findSetpriv();
-  const argv = [
-    setpriv,
-    ...setprivArgs(user, SERVICE_CAPS, [process.execPath, ...process.execArgv, ...ferrydArgs]),
-  ];
+  const argv = setprivArgv({ user, keep: SERVICE_CAPS, bounding: true }, [
+    process.execPath,
+    ...process.execArgv,
+    ...ferrydArgs,
+  ]);
+  const setpriv = argv[0] as string;
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
   Object.assign(env, { [DROPPED_ENV]: "1", HOME: user.home, USER: user.name, LOGNAME: user.name });
