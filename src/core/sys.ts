@@ -6,7 +6,7 @@
  * values or throws a `SysError` carrying errno, so callers never see -1.
  *
  * Only Linux is supported: openat2 (5.6+) is the foundation of every filesystem rule in
- * DESIGN.md, and there is no safe fallback for kernels without it.
+ * docs/security.md, and there is no safe fallback for kernels without it.
  */
 import koffi from "koffi";
 import { libc } from "./libc.js";
