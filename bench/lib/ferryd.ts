@@ -29,7 +29,8 @@ export function appToml(name: string, settings: Record<string, unknown>): string
 export async function startFerryd(env: BenchEnv, name: string, apps: string[]): Promise<Ferryd> {
   const socket = join(env.tmp, `run-${name}`, "ferry.sock");
   env.ownedDir(join(env.tmp, `run-${name}`), env.backupUser, 0o700);
-  const stateDir = env.ownedDir(join(env.tmp, `state-${name}`), env.backupUser, 0o700);
+  // Not pre-created: ferryd makes its state directory itself (root-owned when privileged).
+  const stateDir = join(env.tmp, `state-${name}`);
   const config = env.writeConfig(
     name,
     `version = 1\nsocket = ${JSON.stringify(socket)}\nstate_dir = ${JSON.stringify(stateDir)}\n\n${apps.join("\n")}`,

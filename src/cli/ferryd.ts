@@ -159,8 +159,8 @@ async function main(): Promise<number> {
   if (inherited !== undefined) {
     await daemon.listen({ fd: inherited });
   } else {
-    prepareSocketPath(config.socket, uid);
-    await daemon.listen({ path: config.socket });
+    const prepared = prepareSocketPath(config.socket, uid);
+    await daemon.listen({ path: prepared.bindPath });
   }
   log.info(
     {
