@@ -23,8 +23,23 @@ import {
 } from "node:fs";
 import { dirname, join, sep } from "node:path";
 import { fileURLToPath } from "node:url";
-import { FerryError } from "../core/errors.js";
-import { findSetpriv } from "../core/setpriv.js";
+
+/**
+ * The check's own error. This module runs before any other module of ferryd is loaded
+ * (src/cli/ferryd.ts), so it imports nothing but Node's built-ins: anything else it
+ * imported would run before it could be checked. The entry point reports it the way
+ * every ferryd error is reported, with the catalogue's code CODE_UNSAFE.
+ */
+export class CodeUnsafeError extends Error {
+  readonly code = "CODE_UNSAFE";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "CodeUnsafeError";
+  }
+}
+
+/** Where setpriv may be (src/core/setpriv.ts looks in the same places). */
+const SETPRIV = ["/usr/bin/setpriv", "/bin/setpriv", "/usr/sbin/setpriv", "/sbin/setpriv"];
 
 const ADVICE =
   "Anyone who can change ferryd's code gets its capabilities. Install ferryd root-owned and " +
@@ -38,7 +53,7 @@ export function packageDir(from: string = fileURLToPath(import.meta.url)): strin
     if (existsSync(join(dir, "package.json")) && existsSync(join(dir, "dist"))) return dir;
     const up = dirname(dir);
     if (up === dir) {
-      throw new FerryError("CODE_UNSAFE", `cannot find ferryd's package directory above ${from}`);
+      throw new CodeUnsafeError(`cannot find ferryd's package directory above ${from}`);
     }
     dir = up;
   }
@@ -68,9 +83,7 @@ class Checker {
   }
 
   private fail(path: string, why: string): never {
-    throw new FerryError(
-      "CODE_UNSAFE",
-      `refusing to run with capabilities: ${path} is ${why}. ${ADVICE}`,
+    throw new CodeUnsafeError(`refusing to run with capabilities: ${path} is ${why}. ${ADVICE}`,
     );
   }
 
@@ -78,9 +91,7 @@ class Checker {
     try {
       return lstatSync(path);
     } catch (err) {
-      throw new FerryError(
-        "CODE_UNSAFE",
-        `cannot check ferryd's code at ${path}: ${(err as Error).message}`,
+      throw new CodeUnsafeError(`cannot check ferryd's code at ${path}: ${(err as Error).message}`,
         { cause: err },
       );
     }
@@ -141,7 +152,7 @@ function dependencyDirs(pkg: string): string[] {
   try {
     deps = JSON.parse(readFileSync(join(pkg, "package.json"), "utf8")).dependencies ?? {};
   } catch (err) {
-    throw new FerryError("CODE_UNSAFE", `cannot read ${join(pkg, "package.json")}: ${err}`, {
+    throw new CodeUnsafeError(`cannot read ${join(pkg, "package.json")}: ${err}`, {
       cause: err,
     });
   }
@@ -183,6 +194,6 @@ export function assertCodeSafe(uid: number, pkg: string = packageDir()): number 
   // (The package directory itself was judged as the directory above package.json.)
   for (const dep of dependencyDirs(pkg)) c.check(dep);
   c.check(process.execPath);
-  c.check(findSetpriv());
+  for (const p of SETPRIV) if (existsSync(p)) c.check(p);
   return c.checked;
 }

@@ -281,9 +281,30 @@ describe("the privilege boundary, attacked", { skip: needsRoot, timeout: 600_000
     refusedWith(
       await ferrydRefuses(ferrydJs, cfg, backup),
       "CODE_UNSAFE",
-      `${code} is owned by ferryd's own uid ${backup.uid}`,
+      `${code} is owned by uid ${backup.uid}, not root`,
     );
     assert.ok(!existsSync(sock));
+
+    // code-planted-module-runs-before-check: B plants code in a module ferryd loads; the
+    // check must refuse before any of ferryd's modules (other than the check) is loaded,
+    // so the planted code never runs, neither as root nor as B with capabilities.
+    const pwned = join(base, `pwned-${randomBytes(4).toString("hex")}`);
+    for (const planted of ["dist/src/core/version.js", "dist/src/cli/ferryd-main.js"]) {
+      await run(
+        [
+          "sh",
+          "-c",
+          // (a newline first: the compiled file ends in a comment without one)
+          `echo >> ${join(code, planted)}; echo 'import { writeFileSync as __w } from "node:fs"; __w(${JSON.stringify(pwned)}, "uid " + process.getuid(), { flag: "a" });' >> ${join(code, planted)}`,
+        ],
+        { user: backup },
+      );
+    }
+    refusedWith(await ferrydRefuses(ferrydJs, cfg, backup), "CODE_UNSAFE", code);
+    assert.ok(!existsSync(pwned), "code planted by the backup user ran before the check");
+    for (const planted of ["dist/src/core/version.js", "dist/src/cli/ferryd-main.js"]) {
+      execFileSync("cp", [join(ROOT, planted), join(code, planted)]);
+    }
 
     // Root-owned, but one dependency file B may write.
     execFileSync("chown", ["-R", "root:root", code]);
