@@ -8,7 +8,7 @@
  */
 import { closeSync } from "node:fs";
 import { openDirBeneath } from "./safe-fs.js";
-import { readDir, SysError, unlinkAt } from "./sys.js";
+import { readDir, SysError, statAt, statFd, unlinkAt } from "./sys.js";
 
 const decoder = new TextDecoder("utf-8", { fatal: false });
 
@@ -76,5 +76,78 @@ export function removeTreeAt(parentFd: number, name: string): void {
     }
   } finally {
     for (const f of stack) closeSync(f.fd);
+  }
+}
+
+/** dev:ino of an open descriptor, as statx reports it ("major:minor:ino"). */
+export function idOf(fd: number): string {
+  const st = statFd(fd);
+  return `${st.dev}:${st.ino}`;
+}
+
+/**
+ * Removes the directory `name` in `parentFd` only while it is still the directory
+ * `expectedId` (dev:ino): it is opened without following anything and compared, emptied
+ * through that descriptor (so a swap of the name meanwhile changes nothing of what is
+ * removed), then unlinked by name only if the name still holds that directory — and
+ * `rmdir` itself refuses anything swapped in at the last instant that is not empty.
+ *
+ * This is how ferryd removes its own staging directories and the old tree a restore
+ * replaced: an application owner who can write the parent directory could otherwise put
+ * one of root's directories under that name and have ferryd delete it.
+ */
+export function removeDirIfSame(
+  parentFd: number,
+  name: string,
+  expectedId: string,
+): "removed" | "absent" | "foreign" {
+  let fd: number;
+  try {
+    fd = openDirBeneath(parentFd, name);
+  } catch (err) {
+    if (err instanceof SysError && err.errnoName === "ENOENT") return "absent";
+    if (err instanceof SysError && (err.errnoName === "ENOTDIR" || err.errnoName === "ELOOP")) {
+      return "foreign";
+    }
+    throw err;
+  }
+  try {
+    if (idOf(fd) !== expectedId) return "foreign";
+    removeChildren(fd);
+  } finally {
+    closeSync(fd);
+  }
+  try {
+    const st = statAt(parentFd, name);
+    if (`${st.dev}:${st.ino}` !== expectedId) return "foreign";
+  } catch {
+    return "foreign";
+  }
+  try {
+    unlinkAt(parentFd, name, true);
+  } catch (err) {
+    if (err instanceof SysError && err.errnoName === "ENOENT") return "absent";
+    if (err instanceof SysError && err.errnoName === "ENOTEMPTY") return "foreign";
+    throw err;
+  }
+  return "removed";
+}
+
+/**
+ * Everything inside the directory held by `fd` (symlink-safe, like removeTreeAt). A few
+ * passes at most: names its owner keeps adding meanwhile are not chased for ever.
+ */
+export function removeChildren(fd: number): void {
+  for (let pass = 0; pass < 3; pass++) {
+    const entries = readDir(fd);
+    if (entries.length === 0) return;
+    for (const d of entries) {
+      const n = decoder.decode(d.name);
+      if (!Buffer.from(n).equals(d.name)) continue;
+      removeTreeAt(fd, n);
+    }
+  }
+  if (readDir(fd).length > 0) {
+    throw new SysError("unlinkat", 39, "ENOTEMPTY", "(entries that could not be removed)");
   }
 }

@@ -27,6 +27,7 @@
 import { closeSync, fchmodSync, fchownSync } from "node:fs";
 import { FerryError } from "./errors.js";
 import { explain, openBeneath, RESOLVE_STRICT } from "./safe-fs.js";
+import { idOf, removeDirIfSame } from "./safe-remove.js";
 import {
   AT_FDCWD,
   mkdirAt,
@@ -37,6 +38,7 @@ import {
   openat2,
   RESOLVE_NO_MAGICLINKS,
   RESOLVE_NO_SYMLINKS,
+  readDir,
   S_IFDIR,
   S_IFMT,
   type Stat,
@@ -224,10 +226,15 @@ export function makePrivateDir(
   try {
     const want = how.owner ?? { uid: options.privileged ? 0 : options.uid, gid: 0 };
     const mode = how.mode ?? 0o700;
+    let planted = false;
     const st = statFd(fd);
     if ((st.mode & S_IFMT) !== S_IFDIR) throw new Error("not a directory");
     if (created) {
-      // Created by us an instant ago, in a directory nobody else can write: hand it over.
+      // Made by us an instant ago, so ours (the backup user's) until the fchown: in a
+      // directory the backup user can watch (a restore's staging beside an app's data), it
+      // could have entered it and planted names in that instant. After the fchown it can
+      // no longer add any (a descriptor it opened before is checked again at every use),
+      // so an empty directory now is ours alone; one that is not is refused and removed.
       if (st.uid !== options.uid) {
         throw new FerryError("STATE_DIR_UNSAFE", `${where}/${name} changed hands as it was made`);
       }
@@ -235,6 +242,7 @@ export function makePrivateDir(
         fchownSync(fd, want.uid, options.privileged ? want.gid : st.gid);
       }
       fchmodSync(fd, mode);
+      planted = readDir(fd).length > 0;
     } else if (st.uid !== want.uid || (st.mode & 0o022) !== 0) {
       throw new FerryError(
         "STATE_DIR_UNSAFE",
@@ -243,9 +251,17 @@ export function makePrivateDir(
     } else if ((st.mode & 0o7777) !== mode) {
       fchmodSync(fd, mode);
     }
-    return fd;
+    if (!planted) return fd;
   } catch (err) {
     closeSync(fd);
     throw err;
   }
+  // Only a new directory that was not empty gets here.
+  const id = idOf(fd);
+  closeSync(fd);
+  removeDirIfSame(parentFd, name, id);
+  throw new FerryError(
+    "STATE_DIR_UNSAFE",
+    `${where}/${name}: something was put into this new directory before ferryd handed it to root; refused and removed`,
+  );
 }

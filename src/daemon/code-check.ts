@@ -83,15 +83,15 @@ class Checker {
   }
 
   private fail(path: string, why: string): never {
-    throw new CodeUnsafeError(`refusing to run with capabilities: ${path} is ${why}. ${ADVICE}`,
-    );
+    throw new CodeUnsafeError(`refusing to run with capabilities: ${path} is ${why}. ${ADVICE}`);
   }
 
   private lstat(path: string): Stats {
     try {
       return lstatSync(path);
     } catch (err) {
-      throw new CodeUnsafeError(`cannot check ferryd's code at ${path}: ${(err as Error).message}`,
+      throw new CodeUnsafeError(
+        `cannot check ferryd's code at ${path}: ${(err as Error).message}`,
         { cause: err },
       );
     }

@@ -22,7 +22,7 @@ import { closeSync, fstatSync, fsyncSync, readFileSync, writeSync } from "node:f
 import { basename, dirname } from "node:path";
 import type { Logger } from "../../core/log.js";
 import { explain, openBeneath, openRoot } from "../../core/safe-fs.js";
-import { removeTreeAt } from "../../core/safe-remove.js";
+import { removeDirIfSame } from "../../core/safe-remove.js";
 import type { StateDir } from "../../core/state-dir.js";
 import {
   O_CREAT,
@@ -34,6 +34,7 @@ import {
   RENAME_NOREPLACE,
   readDir,
   renameAt2,
+  S_IFDIR,
   S_IFMT,
   S_IFREG,
   SysError,
@@ -53,6 +54,11 @@ export interface JournalRoot {
   stagingId: string;
   /** Whether live data existed (swap) or not (plain rename). */
   existed: boolean;
+  /**
+   * dev:ino of the live directory the restore replaces: after the swap the old tree sits
+   * at the staging name, and only that directory is ever removed there.
+   */
+  oldId?: string;
 }
 
 export interface Journal {
@@ -163,11 +169,18 @@ export function validateJournal(
       return `root ${i} has a malformed staging id`;
     }
     if (typeof root.existed !== "boolean") return `root ${i} has a malformed 'existed'`;
+    if (
+      root.oldId !== undefined &&
+      (typeof root.oldId !== "string" || !STAGING_ID.test(root.oldId))
+    ) {
+      return `root ${i} has a malformed old id`;
+    }
     roots.push({
       path: root.path as string,
       staging: root.staging as string,
       stagingId: root.stagingId as string,
       existed: root.existed,
+      ...(root.oldId === undefined ? {} : { oldId: root.oldId as string }),
     });
   }
   return {
@@ -203,12 +216,46 @@ export function swapIn(parentFd: number, root: JournalRoot): void {
   else renameAt2(parentFd, root.staging, parentFd, name, RENAME_EXCHANGE);
 }
 
-/** Removes what is at the staging name unless it is the (new) staging tree itself. */
-export function removeLeftover(parentFd: number, root: JournalRoot, keepStaging: boolean): void {
-  const id = idAt(parentFd, root.staging);
-  if (id === undefined) return;
-  if (keepStaging && id === root.stagingId) return;
-  removeTreeAt(parentFd, root.staging);
+/**
+ * After the swap: removes the old tree, now at the staging name, if it is still the
+ * directory that was live ("foreign" when something else was put there: left alone).
+ */
+export function removeOldTree(
+  parentFd: number,
+  root: JournalRoot,
+): "removed" | "absent" | "foreign" {
+  if (!root.existed) return "absent";
+  if (root.oldId === undefined)
+    return idAt(parentFd, root.staging) === undefined ? "absent" : "foreign";
+  return removeDirIfSame(parentFd, root.staging, root.oldId);
+}
+
+/**
+ * Before the swap (abort, roll back): removes the staging tree, if it is still the one
+ * ferryd made. Its id is in the journal, except after a crash between the mkdirat and the
+ * journal write; then only a directory as ferryd makes them (owned by `owner`, mode 0700)
+ * is taken for it.
+ */
+export function removeStaging(
+  parentFd: number,
+  root: JournalRoot,
+  owner: number,
+): "removed" | "absent" | "foreign" {
+  let id = root.stagingId;
+  if (id === "") {
+    let st: ReturnType<typeof statAt>;
+    try {
+      st = statAt(parentFd, root.staging);
+    } catch (err) {
+      if (err instanceof SysError && err.errnoName === "ENOENT") return "absent";
+      throw err;
+    }
+    if ((st.mode & S_IFMT) !== S_IFDIR || st.uid !== owner || (st.mode & 0o777) !== 0o700) {
+      return "foreign";
+    }
+    id = `${st.dev}:${st.ino}`;
+  }
+  return removeDirIfSame(parentFd, root.staging, id);
 }
 
 /**
@@ -223,6 +270,8 @@ export function recoverRestores(
   log: Logger,
 ): void {
   const dir = state.sub(JOURNAL_DIR);
+  // Who owns a staging directory ferryd made (root when it holds capabilities).
+  const stagingOwner = state.options.privileged ? 0 : state.options.uid;
   const names = readDir(dir).map((d) => d.name.toString("latin1"));
   // A crash while a journal was being rewritten leaves its .tmp; the previous version of
   // the journal (if any) is still intact under its real name, so the .tmp is garbage.
@@ -257,13 +306,17 @@ export function recoverRestores(
       for (const root of j.roots) {
         const parentFd = openRoot(dirname(root.path));
         try {
-          if (rollForward) {
-            swapIn(parentFd, root);
-            removeLeftover(parentFd, root, false);
-          } else if (idAt(parentFd, root.staging) !== undefined) {
-            // Extraction was incomplete: the live data was never touched. The staging name
-            // carries the restore's random id; whatever is there is removed (symlink-safe).
-            removeTreeAt(parentFd, root.staging);
+          // Only what ferryd made (the staging tree) or replaced (the old tree) is ever
+          // removed, checked by identity: never whatever else is under the name now.
+          if (rollForward) swapIn(parentFd, root);
+          const left = rollForward
+            ? removeOldTree(parentFd, root)
+            : removeStaging(parentFd, root, stagingOwner);
+          if (left === "foreign") {
+            log.warn(
+              { app, restore: j.id, path: root.path, left: root.staging },
+              "something other than ferryd's own directory is at the staging name; left in place",
+            );
           }
         } finally {
           closeSync(parentFd);

@@ -37,6 +37,7 @@ import {
   openRoot,
   RESOLVE_STRICT,
 } from "../../core/safe-fs.js";
+import { idOf } from "../../core/safe-remove.js";
 import { makePrivateDir } from "../../core/state-dir.js";
 import {
   lchownAt,
@@ -74,7 +75,8 @@ import {
   type JournalRoot,
   newRestoreId,
   removeJournal,
-  removeLeftover,
+  removeOldTree,
+  removeStaging,
   stagingName,
   swapIn,
   writeJournal,
@@ -164,6 +166,7 @@ export async function startRestore(
 
   const id = newRestoreId(randomBytes(6));
   const privilege = ctx.state.options;
+  const stagingOwner = privilege.privileged ? 0 : privilege.uid;
   const roots: Root[] = [];
   const journal: Journal = {
     version: 1,
@@ -172,6 +175,16 @@ export async function startRestore(
     phase: "extracting",
     started: new Date().toISOString(),
     roots: [],
+  };
+  /** Removes every staging tree this restore made, checked by identity (journal.ts). */
+  const removeAllStaging = () => {
+    for (const [i, r] of roots.entries()) {
+      const jr = journal.roots[i];
+      if (jr === undefined || jr.stagingId === "") continue; // never made, or it removed itself
+      if (removeStaging(r.parentFd, jr, stagingOwner) === "foreign") {
+        ctx.warnings.push(`${r.staging} beside ${r.path} is no longer ferryd's; left in place`);
+      }
+    }
   };
   const closeAll = () => {
     for (const r of roots) {
@@ -192,13 +205,20 @@ export async function startRestore(
         existed: false,
       };
       roots.push(root);
-      const live = idAt(parentFd, name);
-      if (live !== undefined) {
+      let oldId: string | undefined;
+      if (idAt(parentFd, name) !== undefined) {
         const fd = openDirBeneath(parentFd, name); // must be a real directory, not a link
+        oldId = idOf(fd);
         closeSync(fd);
         root.existed = true;
       }
-      journal.roots.push({ path, staging: root.staging, stagingId: "", existed: root.existed });
+      journal.roots.push({
+        path,
+        staging: root.staging,
+        stagingId: "",
+        existed: root.existed,
+        ...(oldId === undefined ? {} : { oldId }),
+      });
     }
     writeJournal(ctx.state, journal);
     for (const [i, root] of roots.entries()) {
@@ -213,12 +233,7 @@ export async function startRestore(
     }
     writeJournal(ctx.state, journal);
   } catch (err) {
-    for (const r of roots)
-      removeLeftover(
-        r.parentFd,
-        { path: r.path, staging: r.staging, stagingId: "", existed: false },
-        false,
-      );
+    removeAllStaging();
     closeAll();
     removeJournal(ctx.state, ctx.app);
     throw err instanceof FerryError
@@ -273,13 +288,9 @@ export async function startRestore(
     for (const r of roots) {
       if (r.stagingFd >= 0) closeSync(r.stagingFd);
       r.stagingFd = -1;
-      removeLeftover(
-        r.parentFd,
-        { path: r.path, staging: r.staging, stagingId: "", existed: false },
-        false,
-      );
-      closeSync(r.parentFd);
     }
+    removeAllStaging();
+    for (const r of roots) closeSync(r.parentFd);
     removeJournal(ctx.state, ctx.app);
   };
 
@@ -479,7 +490,11 @@ export async function startRestore(
         closeSync(r.stagingFd);
         r.stagingFd = -1;
         try {
-          removeLeftover(r.parentFd, journal.roots[i] as JournalRoot, true);
+          if (removeOldTree(r.parentFd, journal.roots[i] as JournalRoot) === "foreign") {
+            ctx.warnings.push(
+              `the old data of ${r.path} was replaced before it could be removed; left at ${r.staging}`,
+            );
+          }
         } catch (err) {
           ctx.warnings.push(
             `could not remove the old data of ${r.path} (left at ${r.staging}): ${explain(err)}`,
