@@ -18,8 +18,8 @@
  * this driver also refuses one whose agent name or socket differ (ARCHIVE_FOREIGN), so an
  * agent's data only ever goes back to the same application.
  */
-import { createReadStream, fsyncSync } from "node:fs";
-import type { Readable } from "node:stream";
+import { fsyncSync } from "node:fs";
+import { Readable } from "node:stream";
 import {
   ARCHIVE_PREFIX,
   ByteSource,
@@ -111,6 +111,16 @@ function protocolError(message: string): FerryError {
   return new FerryError("AGENT_PROTOCOL_ERROR", `the agent's backup stream: ${message}`);
 }
 
+/** The error a `Ferry-Status: error CODE message` trailer reports, if it is one. */
+function trailerError(trailer: string | undefined): FerryError | undefined {
+  const m = /^error ([A-Z0-9_]{1,60})(?: (.*))?$/.exec(trailer ?? "");
+  if (m === null) return undefined;
+  return new FerryError(
+    "AGENT_FAILED",
+    `the agent's backup failed: ${m[1]}${m[2] ? `: ${clean(m[2])}` : ""}`,
+  );
+}
+
 async function* backupEntries(
   config: AgentConfig,
   ctx: DriverContext,
@@ -135,16 +145,25 @@ async function* backupEntries(
         ),
     });
     const checker = new PayloadChecker(limitsOf(config));
-    for await (const e of readTar(src, checker.limits, protocolError)) {
-      const rel = checker.checkAgentEntry(e.header);
-      const h = e.header;
-      const header = payloadHeader(ARCHIVE_PREFIX + rel, h.type as "file" | "dir" | "symlink", {
-        size: h.size,
-        mode: h.mode,
-        mtimeMs: h.mtimeSec * 1000,
-        linkpath: h.linkpath,
-      });
-      yield h.type === "file" ? { header, body: e.body } : { header };
+    try {
+      for await (const e of readTar(src, checker.limits, protocolError)) {
+        const rel = checker.checkAgentEntry(e.header);
+        const h = e.header;
+        const header = payloadHeader(ARCHIVE_PREFIX + rel, h.type as "file" | "dir" | "symlink", {
+          size: h.size,
+          mode: h.mode,
+          mtimeMs: h.mtimeSec * 1000,
+          linkpath: h.linkpath,
+        });
+        yield h.type === "file" ? { header, body: e.body } : { header };
+      }
+    } catch (err) {
+      // An agent that fails mid-stream ends its tar early and says why in the trailer.
+      if (err instanceof FerryError && err.code === "AGENT_PROTOCOL_ERROR" && res.complete) {
+        const said = trailerError(res.trailers[STATUS_TRAILER]);
+        if (said !== undefined) throw said;
+      }
+      throw err;
     }
     // The stream is complete; the trailer says whether the agent stands by it.
     const trailer = res.trailers[STATUS_TRAILER];
@@ -154,12 +173,12 @@ async function* backupEntries(
       );
     }
     if (trailer !== "ok") {
-      const m = /^error ([A-Z0-9_]{1,60})(?: (.*))?$/.exec(trailer);
-      throw new FerryError(
-        "AGENT_FAILED",
-        m === null
-          ? `the agent's backup ended with status ${clean(trailer, 100)}`
-          : `the agent's backup failed: ${m[1]}${m[2] ? `: ${clean(m[2])}` : ""}`,
+      throw (
+        trailerError(trailer) ??
+        new FerryError(
+          "AGENT_FAILED",
+          `the agent's backup ended with status ${clean(trailer, 100)}`,
+        )
       );
     }
   } finally {
@@ -325,12 +344,12 @@ async function sendPayload(
   length: number,
 ): Promise<{ entries: number; bytes: number }> {
   const file = spool.openFile(SPOOLED);
-  const body = createReadStream("", { fd: file.fd, autoClose: false, start: 0 });
+  const body = Readable.from(spool.read(file));
   const ms = config.timeout * 1000;
   const { res, destroy } = await agentRequest(config, {
     method: "POST",
     path: "/v1/restore",
-    stream: { body: body as unknown as Readable, length },
+    stream: { body, length },
     timeoutMs: ms,
     signal: ctx.signal,
   });
