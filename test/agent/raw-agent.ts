@@ -64,6 +64,8 @@ export interface Script {
   backup?: { tar: Buffer; trailer?: string } | "hang";
   /** Never answer prepare. */
   hangPrepare?: boolean;
+  /** Read the restore payload, then never answer. */
+  hangRestore?: boolean;
 }
 
 /** An HTTP agent on `socket` that follows a script and records every request it got. */
@@ -103,7 +105,10 @@ export async function scriptedAgent(socket: string, script: Script): Promise<Scr
       res.end();
       return;
     }
-    if (req.url === "/v1/restore") return json(res, { ok: true, entries: 0, bytes: 0 });
+    if (req.url === "/v1/restore") {
+      if (script.hangRestore) return;
+      return json(res, { ok: true, entries: 0, bytes: 0 });
+    }
     res.writeHead(404).end();
   });
   await new Promise<void>((r) => server.listen(socket, r));

@@ -246,6 +246,32 @@ describe("agent driver", { timeout: 120_000 }, () => {
     }
   });
 
+  test("restore: an agent that never answers is timed out and finish still runs", async () => {
+    const s = sock();
+    const agent = await scriptedAgent(s, { hangRestore: true, name: "hangs" });
+    try {
+      const app = appOf(s, { timeout: 1 });
+      const archive = await archiveOf(manifestOf(app.settings), [
+        { path: "data/agent.json", body: Buffer.from('{"name":"hangs"}') },
+        { path: "data/0/a.txt", body: Buffer.from("a") },
+      ]);
+      const started = Date.now();
+      await assert.rejects(restoreArchive(agentDriver, app, archive), isCode("AGENT_TIMEOUT"));
+      assert.ok(Date.now() - started < 10_000, "the timeout took too long");
+      assert.deepEqual(
+        agent.requests.map((r) => r.url),
+        ["/v1/info", "/v1/prepare", "/v1/restore", "/v1/finish"],
+      );
+      assert.equal(JSON.parse(agent.requests[3]?.body.toString() ?? "").outcome, "error");
+      // The payload it got was the checked one, re-encoded as the agent's own tar.
+      const { execFileSync } = await import("node:child_process");
+      const listing = execFileSync("tar", ["-tv"], { input: agent.requests[2]?.body }).toString();
+      assert.match(listing, / a\.txt\n$/);
+    } finally {
+      await agent.close();
+    }
+  });
+
   test("a symlink at the socket path is never followed", async () => {
     const real = sock();
     const agent = await scriptedAgent(real, { backup: { tar: tarOf([]) } });
