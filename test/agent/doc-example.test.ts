@@ -32,7 +32,7 @@ test("the document's Python agent is backed up by ferryd's driver", {
   const socket = join(dir, "agent.sock");
   const script = code.replace(
     '"/run/myapp/agent.sock", "/var/lib/myapp"',
-    JSON.stringify(socket) + ", " + JSON.stringify(join(dir, "data")),
+    `${JSON.stringify(socket)}, ${JSON.stringify(join(dir, "data"))}`,
   );
   assert.notEqual(script, code, "the example's paths changed; update this test");
   writeFileSync(join(dir, "agent.py"), script);
