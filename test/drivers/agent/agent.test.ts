@@ -411,6 +411,26 @@ describe("agent driver", { timeout: 120_000 }, () => {
     });
   });
 
+  test("a cancelled backup tells the agent: finish runs with outcome 'cancelled'", async () => {
+    const s = sock();
+    const a = await startDirAgent(join(dir, "cancel"), s, "cancel");
+    a.block = true;
+    try {
+      const ac = new AbortController();
+      const p = backupArchive(agentDriver, appOf(s), { signal: ac.signal });
+      p.catch(() => {});
+      const { waitFor } = await import("../suite.js");
+      assert.ok(await waitFor(() => a.backupRunning, 10_000), "the backup never started");
+      ac.abort(new FerryError("CANCELLED", "cancelled by the test"));
+      await assert.rejects(p, isCode("CANCELLED"));
+      assert.ok(await waitFor(() => !a.backupRunning, 10_000), "the agent's backup still runs");
+      assert.ok(await waitFor(() => a.finishes.length === 1, 10_000), "finish did not run");
+      assert.deepEqual(a.finishes, [{ operation: "backup", outcome: "cancelled" }]);
+    } finally {
+      await a.agent.close();
+    }
+  });
+
   test("health and describe report reachability, version and the identity check", async () => {
     const s = sock();
     const a = await startDirAgent(join(dir, "health"), s, "healthy");
