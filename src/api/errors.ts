@@ -184,6 +184,36 @@ export const ERRORS = {
     exit: "failure",
     description: "The restore could not be completed; the live data was left as it was.",
   },
+  AGENT_UNREACHABLE: {
+    status: 502,
+    exit: "failure",
+    description:
+      "The application's agent does not answer on its socket (no socket, nothing listening, or a symlink on the way, which ferryd never follows).",
+  },
+  AGENT_IMPOSTOR: {
+    status: 502,
+    exit: "failure",
+    description:
+      "The process on the agent socket does not run as the application's configured owner (SO_PEERCRED), or the socket belongs to someone else; nothing was sent to it or accepted from it.",
+  },
+  AGENT_TIMEOUT: {
+    status: 504,
+    exit: "failure",
+    description:
+      "The application's agent did not answer a protocol step in time; `finish` was still sent if `prepare` had succeeded.",
+  },
+  AGENT_FAILED: {
+    status: 502,
+    exit: "failure",
+    description:
+      "The application's agent reported an error (its code and message are in this message).",
+  },
+  AGENT_PROTOCOL_ERROR: {
+    status: 502,
+    exit: "failure",
+    description:
+      "The application's agent broke the agent protocol (docs/agent-protocol.md): a bad status, header, JSON body, tar stream or trailer.",
+  },
   CANCELLED: { status: 499, exit: "failure", description: "The work was cancelled." },
   INTERNAL: {
     status: 500,

@@ -2,6 +2,7 @@
  * The one registration list of drivers. Adding a driver means adding it here; a second
  * registration of the same name is a programming error and throws at start-up.
  */
+import { agentDriver } from "./agent/index.js";
 import { commandDriver } from "./command/index.js";
 import { filesDriver } from "./files/index.js";
 import { mariadbDriver } from "./mariadb/index.js";
@@ -18,6 +19,7 @@ const registered: Driver<any>[] = [
   sqliteDriver,
   redisDriver,
   commandDriver,
+  agentDriver,
 ];
 
 // biome-ignore lint/suspicious/noExplicitAny: see above

@@ -1,0 +1,479 @@
+/**
+ * The agent server: HTTP/1.1 on a Unix socket, one operation at a time, as specified in
+ * docs/agent-protocol.md.
+ */
+import { chmodSync, lstatSync, unlinkSync } from "node:fs";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { getPeerCred } from "../core/sys.js";
+import { type BackupWriter, TarResponseWriter } from "./backup-writer.js";
+import { AgentError, toAgentError } from "./errors.js";
+import {
+  DEFAULT_PAYLOAD_LIMITS,
+  END_OF_TAR,
+  PayloadChecker,
+  type PayloadLimits,
+  PROTOCOL_HEADER,
+  PROTOCOL_VERSION,
+} from "./protocol.js";
+import { type RestorePayload, StagedPayload } from "./restore-payload.js";
+
+export type Operation = "backup" | "restore";
+
+/** What `GET /v1/info` says about the application. */
+export interface AgentInfo {
+  /** The application's name (stable: ferryd checks it on restore). */
+  name: string;
+  /** The application's version. */
+  version: string;
+  /** What its payload holds, for people ("notes as JSON files"). */
+  holds?: string;
+  /** An estimate of the payload's size in bytes. */
+  estimateBytes?: () => number | Promise<number>;
+}
+
+/** Passed to `backup` and `restore`. */
+export interface OperationContext {
+  /** Aborts when ferryd disconnects or the agent closes. */
+  signal: AbortSignal;
+}
+
+/** Passed to `prepare`. */
+export interface PrepareContext extends OperationContext {
+  operation: Operation;
+  /** If `finish` has not come by then, the SDK calls it itself with outcome `expired`. */
+  leaseMs: number;
+}
+
+/** Passed to `finish`. */
+export interface FinishContext {
+  operation: Operation;
+  outcome: "ok" | "error" | "cancelled" | "expired";
+}
+
+export interface AgentOptions {
+  /** Path of the Unix socket to serve on. Its directory should be private to the app. */
+  socket: string;
+  info: AgentInfo;
+  /** Writes the payload. It runs between `prepare` and `finish` when those exist. */
+  backup(out: BackupWriter, ctx: OperationContext): Promise<void>;
+  /**
+   * Applies a complete, checked payload. Without it the agent refuses restores. Make it
+   * atomic: build the new state beside the live one, then swap.
+   */
+  restore?(payload: RestorePayload, ctx: OperationContext): Promise<void>;
+  /** Quiesce: after it resolves, the data must stay consistent until `finish`. */
+  prepare?(ctx: PrepareContext): Promise<void>;
+  /** Resume. Called exactly once for every successful `prepare`. */
+  finish?(ctx: FinishContext): Promise<void>;
+  /** Socket file mode (default 0o600; ferryd connects with CAP_DAC_OVERRIDE). */
+  socketMode?: number;
+  /** Only these uids may connect (SO_PEERCRED); default: anyone the socket's mode lets in. */
+  allowUids?: readonly number[];
+  /** Where restore payloads are staged (default the system temp dir). */
+  stagingDir?: string;
+  /** Bounds of a restore payload. */
+  limits?: Partial<PayloadLimits>;
+  /** Longest silence inside a request body (default 60 s). */
+  idleTimeoutMs?: number;
+  /** Longest lease a prepare may ask for (default 6 h). */
+  maxLeaseMs?: number;
+  /** Called with errors that are not sent to ferryd (handler failures, finish failures). */
+  onError?(err: unknown): void;
+}
+
+export interface Agent {
+  /** The socket path. */
+  readonly socket: string;
+  /** Starts serving; replaces a stale socket of the same owner, refuses anything else. */
+  listen(): Promise<void>;
+  /**
+   * Stops accepting, lets the running operation end for up to `graceMs` (default 10 s),
+   * then aborts it; a held prepare is finished with outcome `cancelled`.
+   */
+  close(graceMs?: number): Promise<void>;
+}
+
+const MAX_JSON_BODY = 64 * 1024;
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(text),
+    [PROTOCOL_HEADER]: String(PROTOCOL_VERSION),
+  });
+  res.end(text);
+}
+
+function sendError(res: ServerResponse, err: AgentError): void {
+  send(res, err.status, { error: { code: err.code, message: err.message } });
+}
+
+async function readJsonBody(req: IncomingMessage): Promise<Record<string, unknown>> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of req) {
+    n += (c as Buffer).length;
+    if (n > MAX_JSON_BODY) throw new AgentError("BAD_REQUEST", "the JSON body is too large");
+    chunks.push(c as Buffer);
+  }
+  if (n === 0) return {};
+  try {
+    const v = JSON.parse(Buffer.concat(chunks).toString("utf8"));
+    if (typeof v !== "object" || v === null || Array.isArray(v)) throw new Error("not an object");
+    return v as Record<string, unknown>;
+  } catch {
+    throw new AgentError("BAD_REQUEST", "the body is not a JSON object");
+  }
+}
+
+function operationOf(body: Record<string, unknown>): Operation {
+  if (body.operation !== "backup" && body.operation !== "restore") {
+    throw new AgentError("BAD_REQUEST", 'operation must be "backup" or "restore"');
+  }
+  return body.operation;
+}
+
+/** Creates an agent; call `listen()` to serve. */
+export function createAgent(options: AgentOptions): Agent {
+  return new AgentServer(options);
+}
+
+interface Held {
+  operation: Operation;
+  timer: NodeJS.Timeout;
+}
+
+class AgentServer implements Agent {
+  readonly socket: string;
+  private server: Server | undefined;
+  private busy = false;
+  private held: Held | undefined;
+  private finishing: Promise<void> = Promise.resolve();
+  private readonly closing = new AbortController();
+  private readonly sockets = new Set<Socket>();
+  private active: Promise<void> | undefined;
+  private readonly limits: PayloadLimits;
+
+  constructor(private readonly o: AgentOptions) {
+    if (typeof o.socket !== "string" || !o.socket.startsWith("/")) {
+      throw new TypeError("createAgent: socket must be an absolute path");
+    }
+    if (typeof o.info?.name !== "string" || o.info.name === "") {
+      throw new TypeError("createAgent: info.name is required");
+    }
+    this.socket = o.socket;
+    this.limits = { ...DEFAULT_PAYLOAD_LIMITS, ...o.limits };
+  }
+
+  async listen(): Promise<void> {
+    if (this.server !== undefined) throw new Error("the agent is already listening");
+    this.removeStale();
+    const server = createServer({ requestTimeout: 0, headersTimeout: 30_000 }, (req, res) => {
+      this.handle(req, res);
+    });
+    server.keepAliveTimeout = 5_000;
+    server.on("connection", (s: Socket) => {
+      if (this.o.allowUids !== undefined && !this.peerAllowed(s)) {
+        s.destroy();
+        return;
+      }
+      this.sockets.add(s);
+      s.on("close", () => this.sockets.delete(s));
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(this.socket, () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
+    chmodSync(this.socket, this.o.socketMode ?? 0o600);
+    this.server = server;
+  }
+
+  private peerAllowed(s: Socket): boolean {
+    const fd = (s as unknown as { _handle?: { fd?: number } })._handle?.fd;
+    if (typeof fd !== "number" || fd < 0) return false;
+    try {
+      return (this.o.allowUids as readonly number[]).includes(getPeerCred(fd).uid);
+    } catch {
+      return false;
+    }
+  }
+
+  /** A socket left by an earlier run of the same user is replaced; anything else is not. */
+  private removeStale(): void {
+    let st: ReturnType<typeof lstatSync>;
+    try {
+      st = lstatSync(this.socket);
+    } catch {
+      return;
+    }
+    if (!st.isSocket() || st.uid !== process.getuid?.()) {
+      throw new Error(
+        `${this.socket} exists and is not this user's old socket; refusing to replace it`,
+      );
+    }
+    unlinkSync(this.socket);
+  }
+
+  async close(graceMs = 10_000): Promise<void> {
+    const server = this.server;
+    if (server === undefined) return;
+    this.server = undefined;
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    if (this.active !== undefined) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        this.active.catch(() => {}),
+        new Promise<void>((r) => {
+          timer = setTimeout(r, graceMs);
+        }),
+      ]);
+      clearTimeout(timer);
+    }
+    this.closing.abort(new AgentError("INTERNAL", "the agent is closing"));
+    for (const s of this.sockets) s.destroy();
+    await closed;
+    await this.release("cancelled");
+    await this.finishing;
+    try {
+      const st = lstatSync(this.socket);
+      if (st.isSocket()) unlinkSync(this.socket);
+    } catch {
+      // already gone
+    }
+  }
+
+  private report(err: unknown): void {
+    try {
+      this.o.onError?.(err);
+    } catch {
+      // a failing reporter must not take the agent down
+    }
+  }
+
+  /** Ends a held prepare: clears its lease and calls `finish` once. */
+  private release(outcome: FinishContext["outcome"]): Promise<void> {
+    const h = this.held;
+    if (h === undefined) return this.finishing;
+    this.held = undefined;
+    clearTimeout(h.timer);
+    const run = async () => {
+      try {
+        await this.o.finish?.({ operation: h.operation, outcome });
+      } catch (err) {
+        this.report(err);
+        throw err;
+      }
+    };
+    const p = this.finishing.then(run, run);
+    this.finishing = p.catch(() => {});
+    return p;
+  }
+
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    const work = this.route(req, res).catch((err) => {
+      const e = toAgentError(err);
+      if (e.code === "INTERNAL") this.report(err);
+      if (!res.headersSent) sendError(res, e);
+      else res.destroy();
+      req.resume();
+    });
+    void work;
+  }
+
+  private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const proto = req.headers[PROTOCOL_HEADER];
+    if (proto !== undefined && proto !== String(PROTOCOL_VERSION)) {
+      throw new AgentError(
+        "UNSUPPORTED_PROTOCOL",
+        `this agent speaks protocol ${PROTOCOL_VERSION}, not ${String(proto).slice(0, 20)}`,
+      );
+    }
+    const url = req.url ?? "";
+    const method = req.method ?? "";
+    const want = (m: string) => {
+      if (method !== m) throw new AgentError("METHOD_NOT_ALLOWED", `${url} takes ${m}`);
+    };
+    switch (url) {
+      case "/v1/info":
+        want("GET");
+        return this.info(res);
+      case "/v1/prepare":
+        want("POST");
+        return this.prepare(req, res);
+      case "/v1/finish":
+        want("POST");
+        return this.finish(req, res);
+      case "/v1/backup":
+        want("POST");
+        return this.exclusive(() => this.backup(req, res));
+      case "/v1/restore":
+        want("POST");
+        return this.exclusive(() => this.restore(req, res));
+      default:
+        throw new AgentError("NOT_FOUND", `no such path ${url.slice(0, 100)}`);
+    }
+  }
+
+  private async exclusive(fn: () => Promise<void>): Promise<void> {
+    if (this.busy) throw new AgentError("BUSY", "a backup or restore is already running");
+    this.busy = true;
+    const p = fn();
+    this.active = p;
+    try {
+      await p;
+    } finally {
+      this.busy = false;
+      this.active = undefined;
+    }
+  }
+
+  private async info(res: ServerResponse): Promise<void> {
+    const i = this.o.info;
+    let estimated: number | null = null;
+    if (i.estimateBytes !== undefined) {
+      try {
+        const n = await i.estimateBytes();
+        estimated = Number.isSafeInteger(n) && n >= 0 ? n : null;
+      } catch (err) {
+        this.report(err);
+      }
+    }
+    send(res, 200, {
+      protocol: PROTOCOL_VERSION,
+      name: i.name,
+      version: i.version,
+      holds: i.holds ?? "",
+      estimated_bytes: estimated,
+      prepare: this.o.prepare !== undefined,
+      restore: this.o.restore !== undefined,
+    });
+  }
+
+  /** An AbortSignal that fires when the client goes away before the response ended. */
+  private requestSignal(req: IncomingMessage, res: ServerResponse): AbortSignal {
+    const ac = new AbortController();
+    const onClose = () => {
+      if (!res.writableFinished) ac.abort(new AgentError("INTERNAL", "ferryd disconnected"));
+    };
+    res.on("close", onClose);
+    req.on("aborted", onClose);
+    return AbortSignal.any([ac.signal, this.closing.signal]);
+  }
+
+  private async prepare(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const body = await readJsonBody(req);
+    const operation = operationOf(body);
+    const max = this.o.maxLeaseMs ?? 6 * 3600 * 1000;
+    const lease = body.lease_ms;
+    if (!Number.isSafeInteger(lease) || (lease as number) < 1) {
+      throw new AgentError("BAD_REQUEST", "lease_ms must be a positive integer");
+    }
+    if (this.held !== undefined || this.busy) {
+      throw new AgentError("BUSY", "the application is already prepared for another operation");
+    }
+    const leaseMs = Math.min(lease as number, max);
+    this.busy = true; // no second prepare while this one runs
+    const signal = this.requestSignal(req, res);
+    try {
+      await this.o.prepare?.({ operation, leaseMs, signal });
+    } catch (err) {
+      throw err instanceof AgentError
+        ? err
+        : new AgentError("BACKUP_FAILED", `prepare failed: ${(err as Error).message}`);
+    } finally {
+      this.busy = false;
+    }
+    const timer = setTimeout(() => {
+      this.release("expired").catch(() => {});
+    }, leaseMs);
+    timer.unref();
+    this.held = { operation, timer };
+    if (signal.aborted) {
+      // ferryd is gone: it will not know prepare succeeded; resume now.
+      await this.release("cancelled").catch(() => {});
+      return;
+    }
+    send(res, 200, { ok: true, lease_ms: leaseMs });
+  }
+
+  private async finish(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const body = await readJsonBody(req);
+    const operation = operationOf(body);
+    const outcome = body.outcome;
+    if (outcome !== "ok" && outcome !== "error" && outcome !== "cancelled") {
+      throw new AgentError("BAD_REQUEST", 'outcome must be "ok", "error" or "cancelled"');
+    }
+    if (this.held === undefined || this.held.operation !== operation) {
+      send(res, 200, { ok: true, held: false });
+      return;
+    }
+    await this.release(outcome);
+    send(res, 200, { ok: true, held: true });
+  }
+
+  private async backup(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    req.resume();
+    const signal = this.requestSignal(req, res);
+    const writer = new TarResponseWriter(res, new PayloadChecker(this.limits), signal, () => {
+      res.writeHead(200, {
+        "content-type": "application/x-tar",
+        trailer: "Ferry-Status",
+        [PROTOCOL_HEADER]: String(PROTOCOL_VERSION),
+      });
+    });
+    try {
+      await this.o.backup(writer, { signal });
+      await writer.write(END_OF_TAR);
+      res.addTrailers({ "Ferry-Status": "ok" });
+      res.end();
+    } catch (err) {
+      if (!writer.hasStarted || res.destroyed) throw err;
+      // The tar stream stays without its end blocks, and the trailer says why.
+      const e = toAgentError(err);
+      if (e.code === "INTERNAL") this.report(err);
+      const msg = e.message.replace(/[^\x20-\x7e]/g, "?").slice(0, 300);
+      res.addTrailers({ "Ferry-Status": `error ${e.code} ${msg}` });
+      res.end();
+    }
+  }
+
+  private async restore(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const handler = this.o.restore;
+    if (handler === undefined) {
+      req.resume();
+      throw new AgentError("NOT_SUPPORTED", "this application does not restore");
+    }
+    const signal = this.requestSignal(req, res);
+    const payload = await StagedPayload.receive(
+      req,
+      new PayloadChecker(this.limits),
+      this.o.stagingDir ?? tmpdir(),
+      this.o.idleTimeoutMs ?? 60_000,
+      signal,
+    );
+    try {
+      signal.throwIfAborted();
+      await handler(payload, { signal });
+      send(res, 200, { ok: true, entries: payload.entryCount, bytes: payload.bytes });
+    } catch (err) {
+      if (err instanceof AgentError) throw err;
+      this.report(err);
+      throw new AgentError(
+        "RESTORE_FAILED",
+        `the restore failed: ${(err as Error)?.message ?? err}`,
+      );
+    } finally {
+      await payload.dispose();
+    }
+  }
+}
