@@ -225,7 +225,7 @@ async function openAgentRestore(config: AgentConfig, ctx: RestoreContext): Promi
   let infoChunks: Buffer[] | undefined;
   let infoBytes = 0;
   let first = true;
-  const spool = Spool.create("agent-restore");
+  const spool = Spool.create(ctx.state, "agent-restore");
   const checker = new PayloadChecker(limitsOf(config));
   let fd: number | undefined;
   let length = 0;
