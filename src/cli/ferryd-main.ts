@@ -131,7 +131,6 @@ async function main(): Promise<number> {
   const state = StateDir.open(config.stateDir, {
     privileged,
     uid,
-    gids: process.getgroups?.() ?? [],
   });
   removeStaleSpools(state, log);
   for (const driver of drivers.values()) driver.recover?.(state, config.apps, log);

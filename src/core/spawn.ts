@@ -168,21 +168,29 @@ export function runHelper(opts: HelperOptions): Helper {
   let killTimer: NodeJS.Timeout | undefined;
   let abandonTimer: NodeJS.Timeout | undefined;
   const finished = () => child.exitCode !== null || child.signalCode !== null;
+  let closed = false;
   const kill = () => {
-    if (finished() || killTimer !== undefined) return;
-    if (control?.writable) control.write("T");
-    killTimer = setTimeout(() => {
-      // Closing the control pipe makes the supervisor SIGKILL the helper's group.
-      control?.destroy();
-      // A supervisor killed by the app's user cannot do that; then stop waiting for the
-      // helper's pipes, so ferryd itself is never held.
-      abandonTimer = setTimeout(() => {
-        for (const s of child.stdio) s?.destroy();
-      }, KILL_GRACE_MS);
-      abandonTimer.unref();
-    }, KILL_GRACE_MS);
+    if (closed || killTimer !== undefined) return;
+    // The supervisor may already be gone (the app's user can kill it: it runs as that
+    // user) while something of the helper's still holds its pipes open; ferryd is never
+    // held by that: after the grace periods it stops waiting for the pipes.
+    const supervised = !finished();
+    if (supervised && control?.writable) control.write("T");
+    killTimer = setTimeout(
+      () => {
+        // Closing the control pipe makes the supervisor SIGKILL the helper's group.
+        control?.destroy();
+        abandonTimer = setTimeout(() => {
+          for (const s of child.stdio) s?.destroy();
+        }, KILL_GRACE_MS);
+        abandonTimer.unref();
+      },
+      supervised ? KILL_GRACE_MS : 0,
+    );
     killTimer.unref();
   };
+  // Once the supervisor has exited, the control pipe has nothing left to say.
+  child.once("exit", () => control?.destroy());
   const timer = setTimeout(() => {
     reason = `timed out after ${Math.round(opts.timeoutMs / 1000)}s`;
     kill();
@@ -202,6 +210,7 @@ export function runHelper(opts: HelperOptions): Helper {
       startError ??= err;
     });
     child.once("close", (code, sig) => {
+      closed = true;
       clearTimeout(timer);
       if (killTimer !== undefined) clearTimeout(killTimer);
       if (abandonTimer !== undefined) clearTimeout(abandonTimer);

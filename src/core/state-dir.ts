@@ -5,9 +5,9 @@
  * it away at once, and B could then forge a journal or race a spool (docs/security.md,
  * "Nothing ferryd trusts later is writable by B"). So, when ferryd holds capabilities:
  *
- * - the state directory is owned by root, writable by nobody else, and neither it nor any
- *   directory above it may be owned by B or writable by B (a sticky directory such as /tmp
- *   is tolerated above it only when the entry below is not B's). ferryd creates it that
+ * - the state directory is owned by root, writable by nobody else, and so is every
+ *   directory above it (a sticky directory such as /tmp is tolerated above a root-owned
+ *   entry): neither B nor an application's owner can replace it. ferryd creates it that
  *   way (mkdirat, then fchown/fchmod on the descriptor it opened) and refuses to start
  *   otherwise. Its mode is 0711, not 0700: a helper running as an application's user must
  *   pass through it to the spool it writes into (SQLite resolves the real path of its
@@ -51,15 +51,6 @@ export interface StateDirOptions {
   privileged: boolean;
   /** ferryd's own uid (B). */
   uid: number;
-  /** B's groups. */
-  gids: readonly number[];
-}
-
-/** A directory B could write: owned by B, or writable through its group or other bits. */
-export function writableBy(st: Stat, uid: number, gids: readonly number[]): boolean {
-  return (
-    st.uid === uid || (gids.includes(st.gid) && (st.mode & 0o020) !== 0) || (st.mode & 0o002) !== 0
-  );
 }
 
 function unsafe(path: string, why: string): FerryError {
@@ -102,7 +93,7 @@ export class StateDir {
     const parts = path.split("/").filter((p) => p !== "" && p !== ".");
     if (parts.includes("..")) throw unsafe(path, "contains '..'");
     if (parts.length === 0) throw unsafe(path, "the root directory cannot be the state directory");
-    const { privileged, uid, gids } = options;
+    const { privileged } = options;
     let fd = openat2(
       AT_FDCWD,
       "/",
@@ -144,18 +135,13 @@ export class StateDir {
           fchmodSync(fd, 0o700);
         }
         const st = statFd(fd);
-        // Run as root itself (--allow-root) there is no lesser uid to keep out.
-        if (!privileged || uid === 0) {
-          if (last && privileged) checkFinal(at, st, fd);
-          continue;
-        }
-        // B may write the parent: only a sticky parent (not B's own) protects a child that
-        // is not B's from being renamed or replaced.
-        if (
-          parent.uid === uid ||
-          (writableBy(parent, uid, gids) && ((parent.mode & 0o1000) === 0 || st.uid === uid))
-        ) {
-          throw unsafe(at, "a directory above it is owned or writable by ferryd's own uid");
+        if (!privileged) continue;
+        // Every directory above is root's alone: not only the backup user but also an
+        // application's owner must be unable to swap the state directory for their own.
+        // A sticky directory (like /tmp) protects a root-owned entry from the others.
+        const sticky = (parent.mode & 0o1000) !== 0;
+        if (parent.uid !== 0 || ((parent.mode & 0o022) !== 0 && !(sticky && st.uid === 0))) {
+          throw unsafe(at, "a directory above it is owned or writable by a user other than root");
         }
         if (last) checkFinal(at, st, fd);
       }

@@ -221,22 +221,24 @@ export function processTrust(): ConfigTrust {
 }
 
 const CONFIG_ADVICE =
-  "The backup user could then change it and declare any path as an application. " +
+  "Whoever can change it could declare any path as an application. " +
   "Make the config and every directory above it (and above a symlink's target) root-owned " +
-  "and not writable by that user, e.g. /etc/ferry/ferry.toml root:root 0644 in /etc/ferry root:root 0755.";
+  "and writable by root alone, e.g. /etc/ferry/ferry.toml root:root 0644 in /etc/ferry root:root 0755.";
 
 /**
- * Reads and validates the config file. With `trust.privileged` and a uid other than 0, the
- * file and every directory on its real path must not be owned or writable by `trust.uid`
- * (`openTrustedFile`), and the text is read from the descriptor that was checked. Every
+ * Reads and validates the config file. With `trust.privileged`, the file and every
+ * directory on its real path must be root's and writable by root alone (sticky
+ * directories such as /tmp excepted for a root-owned entry; `openTrustedFile`), and the
+ * text is read from the descriptor that was checked. Every
  * file the config names (keys ending in `_file`) must pass the secret-file rule
  * (`checkNamedFiles`).
  */
 export function loadConfig(file: string, trust: ConfigTrust = processTrust()): Config {
   const path = resolve(file);
-  const guarded = trust.privileged && trust.uid !== 0;
+  // Root's alone, not merely "not the backup user's": an application's owner who could
+  // change the config could declare /etc as an application, or itself as a client.
   const opened = openTrustedFile(path, {
-    policy: guarded ? { kind: "not-uid", uid: trust.uid, gids: trust.gids } : { kind: "any" },
+    policy: trust.privileged ? { kind: "root-only", owners: [0] } : { kind: "any" },
     purpose: "config",
     unsafeCode: "CONFIG_UNSAFE",
     unreadableCode: "CONFIG_INVALID",

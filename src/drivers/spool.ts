@@ -24,7 +24,16 @@
  * path strings. `remove` is idempotent and is called in every `finally`.
  */
 import { randomBytes } from "node:crypto";
-import { closeSync, createWriteStream, fstatSync, fsyncSync, read, write } from "node:fs";
+import {
+  closeSync,
+  createWriteStream,
+  fchmodSync,
+  fchownSync,
+  fstatSync,
+  fsyncSync,
+  read,
+  write,
+} from "node:fs";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { TarHeader } from "../core/archive/tar.js";
@@ -77,6 +86,8 @@ export class Spool {
     readonly name: string,
     /** Held descriptor of the spool directory. */
     readonly fd: number,
+    /** The helper's uid it was handed to (privileged only). */
+    private readonly handedTo?: number,
   ) {}
 
   /**
@@ -94,7 +105,8 @@ export class Spool {
       { existing: "fail", owner },
       state.describe(SPOOL_DIR),
     );
-    return new Spool(parentFd, state.describe(SPOOL_DIR), name, fd);
+    const handedTo = state.options.privileged && owner !== undefined ? owner.uid : undefined;
+    return new Spool(parentFd, state.describe(SPOOL_DIR), name, fd, handedTo);
   }
 
   /** Path of `name` inside the spool, for a helper's argument. */
@@ -216,11 +228,23 @@ export class Spool {
     this.removed = true;
     for (const fd of this.open) closeSync(fd);
     this.open.clear();
+    if (this.handedTo !== undefined) {
+      // Take it back from the helper's user first: whatever of theirs still runs can no
+      // longer add names to it while it is removed.
+      try {
+        fchownSync(this.fd, 0, 0);
+        fchmodSync(this.fd, 0o700);
+      } catch {}
+    }
     closeSync(this.fd);
     // Nobody but ferryd can rename in the root-owned spool directory, so the name is still
     // this spool; inside, the helper's user may have built anything: removeTreeAt walks it
-    // through descriptors, never following a symlink, with an explicit stack.
-    removeTreeAt(this.parentFd, this.name);
+    // through descriptors, never following a symlink, with an explicit stack. A spool
+    // that cannot be removed now (names its owner keeps adding in a subdirectory, say)
+    // never fails the backup: it is removed at ferryd's next start (removeStaleSpools).
+    try {
+      removeTreeAt(this.parentFd, this.name);
+    } catch {}
   }
 }
 

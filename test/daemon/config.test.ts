@@ -133,16 +133,34 @@ describe("config safety (ferryd with capabilities)", {
       // root-owned, 0644, under sticky /tmp: fine
       assert.equal(loadConfig(file, B).apps.size, 1);
       chownSync(file, 12345, 12345);
-      assert.throws(() => loadConfig(file, B), unsafe("owned by ferryd's own uid 12345"));
+      assert.throws(
+        () => loadConfig(file, B),
+        unsafe("owned by uid 12345, a user other than root"),
+      );
       chownSync(file, 0, 0);
       chmodSync(file, 0o666);
-      assert.throws(() => loadConfig(file, B), unsafe("writable by ferryd's own uid"));
+      assert.throws(() => loadConfig(file, B), unsafe("writable by its group or by everyone"));
       chmodSync(file, 0o644);
       const sub = join(dir, "open");
       mkdirSync(sub, { mode: 0o777 });
       chmodSync(sub, 0o777);
       writeFileSync(join(sub, "ferry.toml"), OK);
       assert.throws(() => loadConfig(join(sub, "ferry.toml"), B), unsafe(sub));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("config-in-app-owner-dir: a config an application's owner could change is refused too", () => {
+    const dir = mkdtempSync("/tmp/ferry-cfg-");
+    try {
+      // Not the backup user's (12345), but another user's (an application's owner):
+      // they could declare /etc as an application, or themselves as a client.
+      const owned = join(dir, "app-owner");
+      mkdirSync(owned, { mode: 0o755 });
+      writeFileSync(join(owned, "ferry.toml"), OK, { mode: 0o644 });
+      chownSync(owned, 54321, 54321);
+      assert.throws(() => loadConfig(join(owned, "ferry.toml"), B), unsafe(owned));
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -175,7 +193,7 @@ describe("config safety (ferryd with capabilities)", {
       symlinkSync(join(b, "ferry.toml"), join(etc, "ferry.toml"));
       assert.throws(
         () => loadConfig(join(etc, "ferry.toml"), B),
-        unsafe(`directory ${b} is owned by ferryd's own uid 12345`),
+        unsafe(`directory ${b} is owned by uid 12345, a user other than root`),
       );
       // A relative link through .. is followed the same way.
       rmSync(join(etc, "ferry.toml"));

@@ -15,7 +15,7 @@
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, afterEach, before, describe, test } from "node:test";
 import { type RunningFerryd, startFerryd } from "../helpers/ferryd.js";
@@ -45,7 +45,10 @@ async function waitFor(what: string, cond: () => boolean, ms: number): Promise<v
   }
 }
 
-describe("helper-ignores-sigterm: ferryd stops every helper it starts", { skip: needsRoot }, () => {
+describe("helper-ignores-sigterm: ferryd stops every helper it starts", {
+  skip: needsRoot,
+  timeout: 240_000,
+}, () => {
   let dir: string;
   let config: string;
   let socket: string;
@@ -61,6 +64,8 @@ describe("helper-ignores-sigterm: ferryd stops every helper it starts", { skip: 
     chmodSync(dir, 0o755);
     socket = join(dir, "run/ferry.sock");
     config = join(dir, "ferry.toml");
+    mkdirSync(join(dir, "out"));
+    chownSync(join(dir, "out"), backup.uid, backup.gid);
     const argv = JSON.stringify(STUBBORN);
     writeFileSync(
       config,
@@ -81,6 +86,18 @@ driver = "command"
 os_user = "${app.name}"
 backup_command = ${argv}
 timeout = 2
+
+[apps.killer]
+driver = "command"
+os_user = "${app.name}"
+backup_command = ["/bin/sh", "-c", "kill -9 $PPID; trap '' TERM; sleep 1000"]
+timeout = 2
+
+[apps.escaper]
+driver = "command"
+os_user = "${app.name}"
+backup_command = ["/bin/sh", "-c", "setsid sleep 1000 & echo data"]
+timeout = 2
 `,
     );
   });
@@ -96,6 +113,7 @@ timeout = 2
         process.kill(pid, "SIGKILL");
       } catch {}
     }
+    await waitFor("the killed processes to be gone", () => processesOf(app).length === 0, 10_000);
   });
 
   after(() => rmSync(dir, { recursive: true, force: true }));
@@ -115,7 +133,7 @@ timeout = 2
       "export",
       appName,
       "-o",
-      join(dir, `${appName}.tar`),
+      join(dir, "out", `${appName}.tar`),
     ]);
     const child = spawn(argv[0] as string, argv.slice(1), { stdio: ["ignore", "ignore", "pipe"] });
     let stderr = "";
@@ -185,6 +203,31 @@ timeout = 2
     await done;
     await waitFor("no process of the app's user", () => processesOf(app).length === 0, 30_000);
   });
+
+  // The app's user can always kill or escape its own helper's supervisor (they share a
+  // uid); what must hold then is that ferryd is never held by it: the job ends at the
+  // app's timeout, and ferryd goes on serving.
+  for (const [name, how] of [
+    ["killer", "a helper that kills its supervisor"],
+    ["escaper", "a helper that leaves a setsid process holding its output"],
+  ] as const) {
+    test(`helper-${name}-holds-ferryd: ${how} cannot hold the job past its timeout`, {
+      timeout: 60_000,
+    }, async () => {
+      await start();
+      const t0 = Date.now();
+      const r = await exportInBackground(name);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /\[HELPER_TIMEOUT\]/);
+      assert.ok(Date.now() - t0 < 20_000, `the job took ${Date.now() - t0} ms`);
+      await ferrydAnswers();
+      const jobs = await ferry(socket, ["jobs", "--json"], { user: backup });
+      const running = (JSON.parse(jobs.stdout.toString()) as { state: string }[]).filter(
+        (j) => j.state === "running",
+      );
+      assert.deepEqual(running, [], "a job is still running");
+    });
+  }
 
   test("ferryd-sigkill-orphans-helper: a ferryd killed with SIGKILL leaves no helper behind", async () => {
     await start();

@@ -208,7 +208,7 @@ describe("state directory attacks", { skip: needsRoot }, () => {
     );
     await assert.rejects(
       startFerryd({ config, serviceUser: fx.backup }),
-      /a directory above it is owned or writable by ferryd's own uid/,
+      /a directory above it is owned or writable by a user other than root/,
     );
     await fx.restart();
   });

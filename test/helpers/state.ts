@@ -21,7 +21,6 @@ export function testState(): StateDir {
     shared = StateDir.open(path, {
       privileged: uid === 0,
       uid,
-      gids: process.getgroups?.() ?? [],
     });
   }
   return shared;
