@@ -13,7 +13,7 @@ import { FerryError } from "../../../src/core/errors.js";
 import { runHelper } from "../../../src/core/spawn.js";
 import { type PostgresConfig, postgresSchema } from "../../../src/drivers/postgres/config.js";
 import { postgresDriver } from "../../../src/drivers/postgres/index.js";
-import { type PgServer, runAs, startPgServer } from "../../helpers/pg-server.js";
+import { PG_BIN, type PgServer, runAs, startPgServer } from "../../helpers/pg-server.js";
 import { backupBytes, manifestOf, readEntries, rebuildArchive, restoreBytes } from "./roundtrip.js";
 
 const ODD = `we'ird "db"/../host=x`;
@@ -192,7 +192,7 @@ describe("postgres driver", { timeout: 240_000 }, () => {
     const cfg = config({ database: "bench" });
     const bench = spawn("pgbench", ["--client=4", "--jobs=2", "--time=8", "--no-vacuum", "bench"], {
       ...(process.getuid?.() === 0 ? { uid: pg.user.uid, gid: pg.user.gid } : {}),
-      env: { ...pg.env, PATH: "/usr/lib/postgresql/15/bin:/usr/bin:/bin" },
+      env: { ...pg.env, PATH: `${PG_BIN}:/usr/bin:/bin` },
       stdio: "ignore",
     });
     const benchDone = new Promise((r) => bench.once("exit", r));
