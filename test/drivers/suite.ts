@@ -79,7 +79,11 @@ export interface SuiteTarget {
     block?(): Promise<() => Promise<void>>;
     helperRunning(): Promise<boolean>;
   };
-  garbage?: { path: string; body: Buffer }[];
+  /**
+   * A well-formed archive payload the driver must refuse (required: every driver has a
+   * way to be handed nonsense), and the error codes that refusal may carry.
+   */
+  garbage: { entries: { path: string; body: Buffer }[]; codes: RegExp };
   teardown?(): Promise<void>;
 }
 
@@ -397,19 +401,25 @@ export function runDriverSuite(opts: SuiteOptions): void {
       assert.equal(await t.snapshot(), live, "a corrupted archive changed the live data");
       assert.deepEqual(hooksRun().slice(-2), ["pre_restore", "post_restore"]);
 
-      // Cut short before the end record.
+      // Cut short before the end record: refused as truncated, not some other failure.
       const truncated = bytes.subarray(0, bytes.length - 2048);
-      await assert.rejects(restoreArchive(opts.driver, a, truncated));
+      await assert.rejects(restoreArchive(opts.driver, a, truncated), (err: unknown) => {
+        assert.ok(err instanceof FerryError, String(err));
+        assert.equal(err.code, "ARCHIVE_TRUNCATED", err.message);
+        return true;
+      });
       assert.equal(await t.snapshot(), live, "a truncated archive changed the live data");
 
       // A well-formed archive whose payload the driver must refuse.
-      if (t.garbage !== undefined) {
-        const manifest = manifestFor(opts.driver, a.name, a.settings);
-        const garbage = await archiveOf(manifest, t.garbage);
-        await assert.rejects(restoreArchive(opts.driver, a, garbage));
-        assert.equal(await t.snapshot(), live, "a garbage payload changed the live data");
-      }
-      assert.equal(hooksRun().filter((h) => h === "post_restore").length, t.garbage ? 3 : 2);
+      const manifest = manifestFor(opts.driver, a.name, a.settings);
+      const garbage = await archiveOf(manifest, t.garbage.entries);
+      await assert.rejects(restoreArchive(opts.driver, a, garbage), (err: unknown) => {
+        assert.ok(err instanceof FerryError, String(err));
+        assert.match(err.code, t.garbage.codes, err.message);
+        return true;
+      });
+      assert.equal(await t.snapshot(), live, "a garbage payload changed the live data");
+      assert.equal(hooksRun().filter((h) => h === "post_restore").length, 3);
     });
   });
 }

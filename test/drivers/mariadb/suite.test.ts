@@ -87,10 +87,13 @@ runDriverSuite({
         },
         helperRunning: async () => dumpRunning(my.user.uid),
       },
-      garbage: [
-        { path: "data/mariadb.json", body: Buffer.from("{}\n") },
-        { path: "data/db/suite/00000000.sql", body: Buffer.from("this is not SQL;\n") },
-      ],
+      garbage: {
+        entries: [
+          { path: "data/mariadb.json", body: Buffer.from("{}\n") },
+          { path: "data/db/suite/00000000.sql", body: Buffer.from("this is not SQL;\n") },
+        ],
+        codes: /^HELPER_FAILED$/, // the restore tool itself rejects it
+      },
       async teardown() {
         await my.stop();
         rmSync(hookDir, { recursive: true, force: true });

@@ -177,7 +177,7 @@ runDriverSuite({
           }
         },
       },
-      garbage,
+      garbage: { entries: garbage, codes: /^ARCHIVE_INVALID$/ }, // a DUMP payload with a bad CRC
       async teardown() {
         await s.stop();
       },

@@ -134,7 +134,10 @@ runDriverSuite({
           }
         },
       },
-      garbage: [{ path: "data/database.sqlite", body: Buffer.alloc(16384, 0x42) }],
+      garbage: {
+        entries: [{ path: "data/database.sqlite", body: Buffer.alloc(16384, 0x42) }],
+        codes: /^ARCHIVE_INVALID$/, // not an SQLite database
+      },
       async teardown() {
         removeDir(dir);
       },
