@@ -84,6 +84,11 @@ export interface SuiteTarget {
    * way to be handed nonsense), and the error codes that refusal may carry.
    */
   garbage: { entries: { path: string; body: Buffer }[]; codes: RegExp };
+  /**
+   * health(): the message of the configured (reachable) target, and a table whose target
+   * is unreachable or missing with the message that must say so.
+   */
+  health: { ok: RegExp; unhealthy: { table: Table; message: RegExp } };
   teardown?(): Promise<void>;
 }
 
@@ -298,6 +303,19 @@ export function runDriverSuite(opts: SuiteOptions): void {
     afterEach(() => {
       const left = spools().filter((d) => !spoolsBefore.has(d));
       assert.deepEqual(left, [], "spool directories were left behind");
+    });
+
+    test("health: ok with what was found; an unreachable target is reported, not thrown", async () => {
+      await t.seed();
+      const good = await opts.driver.health(settingsOf(opts.driver, t.table) as never);
+      assert.deepEqual(Object.keys(good).sort(), ["message", "ok"]);
+      assert.equal(good.ok, true, good.message);
+      assert.match(good.message, t.health.ok);
+      const bad = await opts.driver.health(
+        settingsOf(opts.driver, { ...t.table, ...t.health.unhealthy.table }) as never,
+      );
+      assert.equal(bad.ok, false, `an unreachable target reported healthy: ${bad.message}`);
+      assert.match(bad.message, t.health.unhealthy.message);
     });
 
     test("round trip: restore makes the data equal to the backup; hooks run around both", async () => {

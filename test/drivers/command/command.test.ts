@@ -72,6 +72,13 @@ runDriverSuite({
           }
         },
       },
+      health: {
+        ok: /^runs \/\S+\/cat as ferry-cmd$/,
+        unhealthy: {
+          table: { backup_command: ["ferry-no-such-program"] },
+          message: /ferry-no-such-program/,
+        },
+      },
       async teardown() {
         removeDir(dir);
       },

@@ -94,6 +94,13 @@ runDriverSuite({
         ],
         codes: /^HELPER_FAILED$/, // the restore tool itself rejects it
       },
+      health: {
+        ok: /^MariaDB \d+\.\d+\.\d+/,
+        unhealthy: {
+          table: { socket: "/nonexistent/ferry-test/mysqld.sock" },
+          message: /Can't connect|No such file/,
+        },
+      },
       async teardown() {
         await my.stop();
         rmSync(hookDir, { recursive: true, force: true });

@@ -115,6 +115,13 @@ runDriverSuite({
         ],
         codes: /^HELPER_FAILED$/, // the restore tool itself rejects it
       },
+      health: {
+        ok: /^PostgreSQL \d+(\.\d+)*.*, \d+ database\(s\)$/,
+        unhealthy: {
+          table: { database: "no_such_db" },
+          message: /database "no_such_db" does not exist/,
+        },
+      },
       async teardown() {
         await pg.stop();
         rmSync(hookDir, { recursive: true, force: true });

@@ -178,6 +178,10 @@ runDriverSuite({
         },
       },
       garbage: { entries: garbage, codes: /^ARCHIVE_INVALID$/ }, // a DUMP payload with a bad CRC
+      health: {
+        ok: /^redis \d+\.\d+\.\d+, db 0: \d+ keys$/,
+        unhealthy: { table: { port: 1 }, message: /ECONNREFUSED|connect/ },
+      },
       async teardown() {
         await s.stop();
       },

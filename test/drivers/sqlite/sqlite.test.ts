@@ -138,6 +138,13 @@ runDriverSuite({
         entries: [{ path: "data/database.sqlite", body: Buffer.alloc(16384, 0x42) }],
         codes: /^ARCHIVE_INVALID$/, // not an SQLite database
       },
+      health: {
+        ok: /^\/\S+: \d+ bytes$/,
+        unhealthy: {
+          table: { path: `${dir}/no-such.sqlite` },
+          message: /no-such\.sqlite: .*(no such file|ENOENT)/i,
+        },
+      },
       async teardown() {
         removeDir(dir);
       },
