@@ -70,6 +70,7 @@ describe("who may use ferryd, and how much", { timeout: 120_000 }, () => {
   function config(body: string, limits = ""): { config: string; socket: string; base: string } {
     const base = join(dir, `case-${++n}`);
     const socket = join(base, "run/ferry.sock");
+    mkdirSync(base); // the state directory's parent, root's when ferryd runs as root
     const file = join(`${base}.toml`);
     writeFileSync(
       file,
@@ -101,7 +102,6 @@ describe("who may use ferryd, and how much", { timeout: 120_000 }, () => {
       ["clients = [0]", true],
     ] as const) {
       const c = config(clients);
-      mkdirSync(c.base);
       chownSync(c.base, owner.uid, owner.gid);
       const daemon = await startFerryd({ config: c.config, runAs: owner });
       try {
