@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { once } from "node:events";
-import { mkdtempSync, rmSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, rmSync } from "node:fs";
 import { createConnection, createServer, type Socket } from "node:net";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -45,8 +45,29 @@ test("peer check: the overflow uid (-1) and unlisted uids are refused", () => {
   );
 });
 
-test("peer check: getsockopt on something that is not a socket throws", () => {
-  assert.throws(() => getPeerCred(0 + 999_999), SysError);
+test("peer check: getsockopt on an open descriptor that is not a socket throws ENOTSOCK", () => {
+  const dir = mkdtempSync("/tmp/ferry-peer-");
+  const fd = openSync(join(dir, "plain-file"), "w+");
+  try {
+    assert.throws(
+      () => getPeerCred(fd),
+      (err: unknown) => err instanceof SysError && err.errnoName === "ENOTSOCK",
+    );
+    // And the peer check refuses a "socket" whose descriptor is that file.
+    const d = checkPeer(fakeSocket(fd), new Set([me]));
+    assert.equal(d.ok, false);
+    assert.match(d.ok ? "" : d.reason, /SO_PEERCRED failed/);
+  } finally {
+    closeSync(fd);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("peer check: a descriptor number that is not open throws EBADF", () => {
+  assert.throws(
+    () => getPeerCred(999_999),
+    (err: unknown) => err instanceof SysError && err.errnoName === "EBADF",
+  );
 });
 
 test("peer check: a real connection reports this process's uid and pid", async () => {

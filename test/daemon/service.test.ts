@@ -19,6 +19,7 @@ import {
   mkdtempSync,
   readdirSync,
   readFileSync,
+  readlinkSync,
   rmSync,
   writeFileSync,
 } from "node:fs";
@@ -203,6 +204,8 @@ hooks = { post_backup = ["touch", "${dir}/post-backup-ran"] }
         s.on("error", () => {});
         idle.push(s);
       }
+      let closed = 0;
+      for (const s of idle) s.once("close", () => closed++);
       await Promise.all(idle.map((s) => once(s, "connect")));
       await new Promise((r) => setTimeout(r, 100));
       const times: number[] = [];
@@ -212,6 +215,21 @@ hooks = { post_backup = ["touch", "${dir}/post-backup-ran"] }
         times.push(performance.now() - t);
         assert.equal(v.status, 200);
       }
+      // The 500 were all still open while the times were measured: ferryd held them
+      // (its own descriptors) and none of ours was closed.
+      const held = readdirSync(`/proc/${daemon.pid}/fd`).filter((fd) => {
+        try {
+          return readlinkSync(`/proc/${daemon.pid}/fd/${fd}`).startsWith("socket:");
+        } catch {
+          return false;
+        }
+      }).length;
+      assert.equal(closed, 0, `${closed} idle connections were closed during the measurement`);
+      assert.ok(
+        idle.every((s) => !s.destroyed && s.readyState === "open"),
+        "an idle connection is no longer open",
+      );
+      assert.ok(held >= 500, `ferryd holds only ${held} sockets`);
       times.sort((a, b) => a - b);
       assert.ok((times[2] as number) < 100, `median ${times[2]} ms`);
     } finally {
@@ -230,8 +248,16 @@ hooks = { post_backup = ["touch", "${dir}/post-backup-ran"] }
       s.on("close", () => resolve(Date.now() - started)),
     );
     s.on("error", () => {});
+    let answer = "";
+    s.on("data", (d: Buffer) => {
+      answer += d.toString("latin1");
+    });
+    let lastByteAt = 0;
     const timer = setInterval(() => {
-      if (sent < request.length && !s.destroyed) s.write(request[sent++] as string);
+      if (sent < request.length && !s.destroyed) {
+        s.write(request[sent++] as string);
+        lastByteAt = Date.now() - started;
+      }
     }, 1000);
     const ms = await Promise.race([
       closed,
@@ -241,7 +267,12 @@ hooks = { post_backup = ["touch", "${dir}/post-backup-ran"] }
     s.destroy();
     assert.ok(ms > 0, "the slow client was never disconnected");
     assert.ok(ms >= 1500 && ms < 6000, `disconnected after ${ms} ms (idle_timeout 2 s)`);
-    assert.ok(sent < request.length, "the whole request got through");
+    // The client was still trickling bytes when it was cut off: each byte arrived well
+    // within idle_timeout of the previous one, so a timer reset by every byte would
+    // never have fired. The timeout bounds the whole request, and nothing was answered.
+    assert.ok(sent >= 1, "no byte was sent before the disconnect");
+    assert.ok(ms - lastByteAt < 2000, `the last byte was ${ms - lastByteAt} ms before the cut`);
+    assert.doesNotMatch(answer, /^HTTP\/1\.1 200/, "the slow request was answered");
   });
 
   test("limits: a client that stops reading a 2 GiB backup is dropped, ferryd's memory stays flat", async () => {

@@ -78,7 +78,16 @@ export interface SuiteTarget {
     block?(): Promise<() => Promise<void>>;
     helperRunning(): Promise<boolean>;
   };
-  garbage?: { path: string; body: Buffer }[];
+  /**
+   * A well-formed archive payload the driver must refuse (required: every driver has a
+   * way to be handed nonsense), and the error codes that refusal may carry.
+   */
+  garbage: { entries: { path: string; body: Buffer }[]; codes: RegExp };
+  /**
+   * health(): the message of the configured (reachable) target, and a table whose target
+   * is unreachable or missing with the message that must say so.
+   */
+  health: { ok: RegExp; unhealthy: { table: Table; message: RegExp } };
   teardown?(): Promise<void>;
 }
 
@@ -300,6 +309,19 @@ export function runDriverSuite(opts: SuiteOptions): void {
       assert.deepEqual(left, [], "spool directories were left behind");
     });
 
+    test("health: ok with what was found; an unreachable target is reported, not thrown", async () => {
+      await t.seed();
+      const good = await opts.driver.health(settingsOf(opts.driver, t.table) as never);
+      assert.deepEqual(Object.keys(good).sort(), ["message", "ok"]);
+      assert.equal(good.ok, true, good.message);
+      assert.match(good.message, t.health.ok);
+      const bad = await opts.driver.health(
+        settingsOf(opts.driver, { ...t.table, ...t.health.unhealthy.table }) as never,
+      );
+      assert.equal(bad.ok, false, `an unreachable target reported healthy: ${bad.message}`);
+      assert.match(bad.message, t.health.unhealthy.message);
+    });
+
     test("round trip: restore makes the data equal to the backup; hooks run around both", async () => {
       await t.seed();
       const before = await t.snapshot();
@@ -402,19 +424,25 @@ export function runDriverSuite(opts: SuiteOptions): void {
       assert.equal(await t.snapshot(), live, "a corrupted archive changed the live data");
       assert.deepEqual(hooksRun().slice(-2), ["pre_restore", "post_restore"]);
 
-      // Cut short before the end record.
+      // Cut short before the end record: refused as truncated, not some other failure.
       const truncated = bytes.subarray(0, bytes.length - 2048);
-      await assert.rejects(restoreArchive(opts.driver, a, truncated));
+      await assert.rejects(restoreArchive(opts.driver, a, truncated), (err: unknown) => {
+        assert.ok(err instanceof FerryError, String(err));
+        assert.equal(err.code, "ARCHIVE_TRUNCATED", err.message);
+        return true;
+      });
       assert.equal(await t.snapshot(), live, "a truncated archive changed the live data");
 
       // A well-formed archive whose payload the driver must refuse.
-      if (t.garbage !== undefined) {
-        const manifest = manifestFor(opts.driver, a.name, a.settings);
-        const garbage = await archiveOf(manifest, t.garbage);
-        await assert.rejects(restoreArchive(opts.driver, a, garbage));
-        assert.equal(await t.snapshot(), live, "a garbage payload changed the live data");
-      }
-      assert.equal(hooksRun().filter((h) => h === "post_restore").length, t.garbage ? 3 : 2);
+      const manifest = manifestFor(opts.driver, a.name, a.settings);
+      const garbage = await archiveOf(manifest, t.garbage.entries);
+      await assert.rejects(restoreArchive(opts.driver, a, garbage), (err: unknown) => {
+        assert.ok(err instanceof FerryError, String(err));
+        assert.match(err.code, t.garbage.codes, err.message);
+        return true;
+      });
+      assert.equal(await t.snapshot(), live, "a garbage payload changed the live data");
+      assert.equal(hooksRun().filter((h) => h === "post_restore").length, 3);
     });
   });
 }

@@ -8,7 +8,15 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { parseStatus } from "../../src/core/caps.js";
@@ -29,7 +37,7 @@ describe("ferryd started by the OS", { skip: needsRoot }, () => {
   let backup: TestUser;
   let other: TestUser;
 
-  before(() => {
+  before(async () => {
     app = ensureUser("ferry-e2e-app");
     backup = ensureUser("ferry-e2e-bk");
     other = ensureUser("ferry-e2e-other");
@@ -37,7 +45,10 @@ describe("ferryd started by the OS", { skip: needsRoot }, () => {
     chmodSync(dir, 0o755);
     mkdirSync(join(dir, "app"));
     writeFileSync(join(dir, "app/secret"), "secret\n", { mode: 0o600 });
-    run(["chown", "-R", `${app.name}:${app.name}`, join(dir, "app")]);
+    const chown = await run(["chown", "-R", `${app.name}:${app.name}`, join(dir, "app")]);
+    assert.equal(chown.code, 0, chown.stderr);
+    const st = statSync(join(dir, "app/secret"));
+    assert.deepEqual([st.uid, st.gid], [app.uid, app.gid], "the app's data is the app user's");
     config = join(dir, "ferry.toml");
     writeFileSync(
       config,

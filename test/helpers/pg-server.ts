@@ -8,13 +8,34 @@
  * user it runs as that user (user mode).
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { chmodSync, chownSync, mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { lookupUser, type UserInfo } from "../../src/core/users.js";
 
-export const PG_BIN = "/usr/lib/postgresql/15/bin";
+/**
+ * The bin directory of the newest installed PostgreSQL server: Debian's `postgresql`
+ * package brings whatever major version the release ships (/usr/lib/postgresql/N/bin),
+ * so the version is found, not assumed. FERRY_TEST_PG_BIN overrides it.
+ */
+export function findPgBin(root = "/usr/lib/postgresql"): string | undefined {
+  const override = process.env.FERRY_TEST_PG_BIN;
+  if (override !== undefined && override !== "") return override;
+  let versions: string[];
+  try {
+    versions = readdirSync(root);
+  } catch {
+    return undefined;
+  }
+  const found = versions
+    .filter((v) => /^\d+(\.\d+)?$/.test(v) && existsSync(join(root, v, "bin/postgres")))
+    .sort((a, b) => Number.parseFloat(b) - Number.parseFloat(a));
+  return found[0] === undefined ? undefined : join(root, found[0], "bin");
+}
+
+/** Where initdb, postgres, psql, pg_dump… are; a path that does not exist if none is installed. */
+export const PG_BIN = findPgBin() ?? "/usr/lib/postgresql/NOT-INSTALLED/bin";
 
 /** The test OS user: `name` (created with useradd --system) as root, else the current user. */
 export function ensureTestUser(name: string): UserInfo {

@@ -3,6 +3,7 @@
  * (through setpriv, with no capabilities), and collecting their output.
  */
 import { execFileSync, spawn } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
 export const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
@@ -85,4 +86,46 @@ export function run(
 /** `ferry --socket SOCK ARGS…` as `user`. */
 export function ferry(socket: string, args: string[], opts: Parameters<typeof run>[1] = {}) {
   return run([process.execPath, FERRY, "--socket", socket, ...args], opts);
+}
+
+export interface ProcInfo {
+  pid: number;
+  argv: string[];
+}
+
+/**
+ * Live processes whose real uid is `uid` (from /proc/PID/status), with their argv;
+ * zombies count as gone. `argvIncludes` narrows to those with that exact argument.
+ */
+export function processesOf(uid: number, argvIncludes?: string): ProcInfo[] {
+  const out: ProcInfo[] = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const status = readFileSync(`/proc/${name}/status`, "utf8");
+      const real = /^Uid:\s+(\d+)/m.exec(status)?.[1];
+      const state = /^State:\s+(\S)/m.exec(status)?.[1];
+      if (Number(real) !== uid || state === "Z" || state === "X") continue;
+      const argv = readFileSync(`/proc/${name}/cmdline`, "utf8").split("\0").filter(Boolean);
+      if (argvIncludes !== undefined && !argv.includes(argvIncludes)) continue;
+      out.push({ pid: Number(name), argv });
+    } catch {
+      // the process ended while we looked
+    }
+  }
+  return out;
+}
+
+/** Waits up to `ms` for `processesOf(uid, argvIncludes)` to be empty; returns what is left. */
+export async function waitProcessesGone(
+  uid: number,
+  argvIncludes: string | undefined,
+  ms: number,
+): Promise<ProcInfo[]> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const left = processesOf(uid, argvIncludes);
+    if (left.length === 0 || Date.now() > deadline) return left;
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }

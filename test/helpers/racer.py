@@ -2,11 +2,13 @@
 """The application's user attacking ferryd: for SECONDS, atomically exchange the directory
 DIR/sub with a symlink pointing OUTSIDE (renameat2 RENAME_EXCHANGE, so "sub" is always
 one or the other), in the live tree and in any old tree ferryd is removing beside it
-(.NAME.ferry-restore-*). Prints the number of swaps done.
+(.NAME.ferry-restore-*, re-listed every few loops so a short-lived one is caught).
+Prints, as JSON, the swaps that landed per kind of target: {"live": N, "old": M,
+"old_trees": K} where K is how many distinct old trees got at least one swap.
 
 usage: racer.py LIVE OUTSIDE SECONDS
 """
-import ctypes, os, sys, time
+import ctypes, json, os, sys, time
 
 libc = ctypes.CDLL(None, use_errno=True)
 AT_FDCWD, RENAME_EXCHANGE = -100, 2
@@ -16,14 +18,16 @@ def exchange(a, b):
 
 live, outside, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
 parent, name = os.path.split(live)
-swaps = 0
+prefix = "." + name + ".ferry-restore-"
+swaps = {"live": 0, "old": 0}
+old_trees = set()
 targets = [live]
 deadline = time.time() + seconds
 i = 0
 while time.time() < deadline:
-    if i % 200 == 0:
+    if i % 5 == 0:
         try:
-            targets = [live] + [os.path.join(parent, n) for n in os.listdir(parent) if n.startswith("." + name + ".ferry-restore-")]
+            targets = [live] + [os.path.join(parent, n) for n in os.listdir(parent) if n.startswith(prefix)]
         except OSError:
             targets = [live]
     i += 1
@@ -33,7 +37,11 @@ while time.time() < deadline:
             if not os.path.lexists(link):
                 os.symlink(outside, link)
             if exchange(sub, link):
-                swaps += 1
+                if t == live:
+                    swaps["live"] += 1
+                else:
+                    swaps["old"] += 1
+                    old_trees.add(os.path.basename(t))
         except OSError:
             pass
-print(swaps)
+print(json.dumps({"live": swaps["live"], "old": swaps["old"], "old_trees": len(old_trees)}))

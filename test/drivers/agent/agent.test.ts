@@ -105,10 +105,20 @@ const isCode = (code: string) => (err: unknown) => {
             return good.backupRunning;
           },
         },
-        garbage: [
-          { path: "data/agent.json", body: Buffer.from('{"name":"suite"}\n') },
-          { path: "data/0/../../etc/cron.d/x", body: Buffer.from("* * * * * root id\n") },
-        ],
+        garbage: {
+          entries: [
+            { path: "data/agent.json", body: Buffer.from('{"name":"suite"}\n') },
+            { path: "data/0/../../etc/cron.d/x", body: Buffer.from("* * * * * root id\n") },
+          ],
+          codes: /^ARCHIVE_UNSAFE$/,
+        },
+        health: {
+          ok: /^agent suite \S+ reachable; identity checked: runs as \S+ \(uid \d+\)$/,
+          unhealthy: {
+            table: { socket: join(dir, "nobody-listens.sock") },
+            message: /nobody-listens\.sock/,
+          },
+        },
         async teardown() {
           await good.agent.close();
           await failing.agent.close();

@@ -55,6 +55,12 @@ runDriverSuite({
         stderr: /exited with status 3: cannot reach the app socket/,
       },
       empty: { table: { backup_command: ["true"] } },
+      // A command archive holds exactly data/stdout; anything else is refused before the
+      // restore command runs.
+      garbage: {
+        entries: [{ path: "data/not-stdout", body: Buffer.from("nonsense\n") }],
+        codes: /^ARCHIVE_INVALID$/,
+      },
       slow: {
         table: { backup_command: ["sleep", "37"] },
         async helperRunning() {
@@ -64,6 +70,13 @@ runDriverSuite({
           } catch {
             return false;
           }
+        },
+      },
+      health: {
+        ok: /^runs \/\S+\/cat as ferry-cmd$/,
+        unhealthy: {
+          table: { backup_command: ["ferry-no-such-program"] },
+          message: /ferry-no-such-program/,
         },
       },
       async teardown() {

@@ -2,7 +2,9 @@
  * The sqlite and command drivers through a real ferryd started as root with --user (the
  * backup user plus the service capabilities), driven by the `ferry` CLI as that user:
  * the command helper reports, from its own /proc/self/status, the app's uid and empty
- * CapEff/CapAmb; an SQLite database exported and imported comes back whole.
+ * CapEff/CapAmb; a helper or hook past its timeout is stopped (gone, grandchild
+ * included) although it runs as another uid; an SQLite database exported and imported
+ * comes back whole.
  *
  * Bounds: one tiny database and one tiny command; each CLI call has a 2-minute timeout.
  */
@@ -12,7 +14,13 @@ import { chmodSync, chownSync, mkdirSync, mkdtempSync, writeFileSync } from "nod
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { type RunningFerryd, startFerryd } from "../../helpers/ferryd.js";
-import { ensureUser, ferry, type TestUser } from "../../helpers/proc.js";
+import {
+  ensureUser,
+  ferry,
+  processesOf,
+  type TestUser,
+  waitProcessesGone,
+} from "../../helpers/proc.js";
 import { hasProgram, removeDir, runAs } from "../suite.js";
 
 const isRoot = process.getuid?.() === 0;
@@ -25,6 +33,9 @@ describe("sqlite and command apps through a real ferryd", { skip, timeout: 120_0
   let daemon: RunningFerryd;
   let socket: string;
   let db: string;
+  // sleep arguments no other test uses, to find the processes by their argv.
+  const helperMarker = `47.${process.pid}`;
+  const hookMarker = `53.${process.pid}`;
 
   before(async () => {
     svc = ensureUser("ferry-drv-svc");
@@ -61,6 +72,18 @@ restore = true
 driver = "command"
 backup_command = ["cat", "/proc/self/status"]
 os_user = "${app.name}"
+
+[apps.sleepy]
+driver = "command"
+backup_command = ["sleep", "${helperMarker}"]
+os_user = "${app.name}"
+timeout = 1
+
+[apps.hooky]
+driver = "command"
+backup_command = ["true"]
+os_user = "${app.name}"
+hooks = { pre_backup = ["sh", "-c", 'sleep "$0" </dev/null >/dev/null 2>&1 & wait', "${hookMarker}"], timeout = 1 }
 `,
     );
     daemon = await startFerryd({ config, serviceUser: svc });
@@ -82,6 +105,36 @@ os_user = "${app.name}"
     const ferrydStatus = execFileSync("cat", [`/proc/${daemon.pid}/status`]).toString();
     assert.doesNotMatch(ferrydStatus, /CapAmb:\t0000000000000000/);
   });
+
+  // ferryd runs as the backup user and the helper as the app's user: stopping it at a
+  // timeout crosses that boundary (plain kill(2) from ferryd's uid gets EPERM).
+  for (const [what, appName, marker, error] of [
+    [
+      "a helper past the app's timeout",
+      "sleepy",
+      () => helperMarker,
+      /timed out.*\[HELPER_TIMEOUT\]/,
+    ],
+    [
+      "a hook past hooks.timeout (and its grandchild)",
+      "hooky",
+      () => hookMarker,
+      /pre_backup hook of hooky timed out/,
+    ],
+  ] as const) {
+    test(`${what} is stopped by ferryd: the export fails promptly and no process of the app's user is left`, async () => {
+      const started = Date.now();
+      const r = await ferry(socket, ["export", appName, "-o", join(dir, `${appName}.tar`)], {
+        user: svc,
+      });
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr, error);
+      assert.ok(Date.now() - started < 15_000, `the export took ${Date.now() - started} ms`);
+      const left = await waitProcessesGone(app.uid, marker(), 5000);
+      assert.deepEqual(left, [], `still running as ${app.name}: ${JSON.stringify(left)}`);
+      assert.deepEqual(processesOf(app.uid), [], `a process of ${app.name} is left`);
+    });
+  }
 
   test("an SQLite database exported and imported through ferryd comes back whole", async () => {
     const ex = await ferry(socket, ["export", "db"], { user: svc });

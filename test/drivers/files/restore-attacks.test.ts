@@ -4,12 +4,15 @@
  * tarfile, sent with `ferry import` to a real ferryd running as the backup user with its
  * capabilities. Each test asserts the archive was refused (or, for the two that are
  * restored, defused), that the live tree is exactly as it was, and that nothing outside
- * the application — a sentinel directory beside it, /etc/passwd — changed.
+ * the application changed: a sentinel directory beside it, /etc/passwd, and the exact
+ * absolute paths the archives aim at (/etc/ferry-pwned, /x, …), link counts included.
  *
  * Bounds: the largest archive is 100,000 empty entries (~100 MB of headers); every
  * command has a 2-minute timeout.
  */
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { existsSync, lstatSync, readFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import {
   assertUnchanged,
@@ -30,14 +33,51 @@ describe("restore attacks", { skip: needsRoot }, () => {
     await fx?.close();
   });
 
+  /**
+   * The exact absolute places the attacks aim at, beyond the live and outside trees that
+   * World covers: what each is now (absent, or inode, link count, mode, owner, size,
+   * mtime and content hash), so a created file, a new hard link or a rewrite shows.
+   */
+  const targets = () => [
+    "/etc/ferry-pwned",
+    "/etc/passwd",
+    "/x",
+    `${fx.dir}/x`,
+    `${fx.dir}/etc`,
+    `${fx.appDir}/x`,
+    `${fx.outside}/sentinel`,
+    `${fx.outside}/passwd`,
+  ];
+  function targetState(): Map<string, string> {
+    const out = new Map<string, string>();
+    for (const p of targets()) {
+      if (!existsSync(p)) {
+        out.set(p, "absent");
+        continue;
+      }
+      const st = lstatSync(p, { bigint: true });
+      const sha = st.isFile()
+        ? createHash("sha256").update(readFileSync(p)).digest("hex").slice(0, 16)
+        : "-";
+      out.set(
+        p,
+        `ino ${st.ino} nlink ${st.nlink} mode ${st.mode.toString(8)} ${st.uid}:${st.gid} size ${st.size} mtime ${st.mtimeNs} ${sha}`,
+      );
+    }
+    return out;
+  }
+
   /** Imports `entries` (after the root directory) and expects refusal with `code`. */
   async function refused(name: string, spec: Record<string, unknown>, code: string) {
     const before = fx.world();
+    const aimedAt = targetState();
+    assert.equal(aimedAt.get("/etc/ferry-pwned"), "absent", "left over from an earlier run");
     const archive = makeArchive({ paths: [fx.live], ...spec });
     const r = await fx.importArchive(archive);
     assert.notEqual(r.code, 0, `${name}: the archive was accepted`);
     assert.match(r.stderr, new RegExp(`\\[${code}\\]`), `${name}: ${r.stderr}`);
     assertUnchanged(before, fx.world(), name);
+    assert.deepEqual(targetState(), aimedAt, `${name}: a target outside the application changed`);
   }
   const entries = (...list: Record<string, unknown>[]) => ({ entries: [ROOT_DIR, ...list] });
 
@@ -75,6 +115,8 @@ describe("restore attacks", { skip: needsRoot }, () => {
       entries({ name: "data/0/x", data: "pwned", pax: { path: "/etc/ferry-pwned" } }),
       "ARCHIVE_UNSAFE",
     );
+    // The exact file the pax header aims at was not created (refused() compares it too).
+    assert.equal(existsSync("/etc/ferry-pwned"), false, "/etc/ferry-pwned was created");
   });
 
   test("restore-symlink-then-file: d -> /etc, then d/passwd", async () => {
@@ -158,6 +200,7 @@ describe("restore attacks", { skip: needsRoot }, () => {
 
   test("restore-setuid-root-file: restored owned by the app user, set-id bits cleared", async () => {
     const before = fx.world();
+    const aimedAt = targetState();
     const archive = makeArchive({
       paths: [fx.live],
       entries: [
@@ -167,6 +210,7 @@ describe("restore attacks", { skip: needsRoot }, () => {
     });
     const r = await fx.importArchive(archive);
     assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(targetState(), aimedAt, "a target outside the application changed");
     const after = fx.world();
     assert.equal(
       after.live.get("suid")?.split(" ").slice(3, 5).join(" "),
@@ -190,14 +234,11 @@ describe("restore attacks", { skip: needsRoot }, () => {
   });
 
   test("restore-long-name: a name of 5,000 bytes is refused", async () => {
-    const r = await fx.importArchive(
-      makeArchive({
-        paths: [fx.live],
-        ...entries({ name: `data/0/${"n".repeat(5000)}`, data: "x" }),
-      }),
+    await refused(
+      "5000-byte name",
+      entries({ name: `data/0/${"n".repeat(5000)}`, data: "x" }),
+      "ARCHIVE_(UNSAFE|INVALID)",
     );
-    assert.notEqual(r.code, 0);
-    assert.match(r.stderr, /\[ARCHIVE_(UNSAFE|INVALID)\]/);
     await refused(
       "255+ name",
       entries({ name: `data/0/${"n".repeat(300)}`, data: "x" }),
@@ -208,6 +249,7 @@ describe("restore attacks", { skip: needsRoot }, () => {
   test("restore-100k-empty-entries: handled in bounded time, nothing escapes", async () => {
     const started = Date.now();
     const before = fx.world();
+    const aimedAt = targetState();
     const r = await fx.importArchive(
       makeArchive({ paths: [fx.live], entries: [ROOT_DIR], many_empty: 100_000 }),
     );
@@ -215,6 +257,7 @@ describe("restore attacks", { skip: needsRoot }, () => {
     assert.ok(Date.now() - started < 120_000);
     const after = fx.world();
     assert.equal(after.live.size, 100_001);
+    assert.deepEqual(targetState(), aimedAt, "a target outside the application changed");
     assert.deepEqual(after.outside, before.outside);
     assert.deepEqual(after.parentEntries, ["notes"]);
     // Back to a small tree for the tests that follow.
@@ -231,11 +274,7 @@ describe("restore attacks", { skip: needsRoot }, () => {
   });
 
   test("restore-depth-10000: refused", async () => {
-    const r = await fx.importArchive(
-      makeArchive({ paths: [fx.live], entries: [ROOT_DIR], deep: 10_000 }),
-    );
-    assert.notEqual(r.code, 0);
-    assert.match(r.stderr, /\[ARCHIVE_(UNSAFE|INVALID)\]/);
+    await refused("depth 10000", { entries: [ROOT_DIR], deep: 10_000 }, "ARCHIVE_(UNSAFE|INVALID)");
     await refused("depth 300", { entries: [ROOT_DIR], deep: 300 }, "ARCHIVE_UNSAFE");
   });
 

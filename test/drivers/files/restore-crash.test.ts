@@ -1,13 +1,16 @@
 /**
  * Crash recovery: ferryd is killed with SIGKILL at each step of an import (failpoints set
- * through FERRY_FAILPOINTS, plus one kill from outside at an arbitrary moment). After a
+ * through FERRY_FAILPOINTS, plus kills from outside once the staging directory is seen). After a
  * restart, ferryd finishes or rolls back the interrupted restore before serving: the live
- * tree is entirely the old one or entirely the new one, and no staging or journal is left.
+ * tree is entirely the old one or entirely the new one, no staging or journal is left, and
+ * the outcome ferryd logs (completed / rolled back) is the one the tree shows.
  *
  * Bounds: the new archive has 3,000 files (~12 MiB); six crash points; each restart is
  * bounded by startFerryd's 15 s.
  */
 import assert from "node:assert/strict";
+import { readdirSync } from "node:fs";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { type FilesApp, makeArchive, setupFilesApp, snapshot } from "../../helpers/files-app.js";
 import { needsRoot } from "../../helpers/proc.js";
@@ -86,19 +89,89 @@ describe("restore crash recovery", { skip: needsRoot }, () => {
     });
   }
 
-  test("restore-crash-kill-9-from-outside: old or new, never mixed", async () => {
-    for (const delay of [50, 150, 300]) {
-      const importing = fx.importArchive(newArchive);
-      await new Promise((r) => setTimeout(r, delay));
-      fx.daemon.child.kill("SIGKILL");
-      await importing;
-      await new Promise<void>((resolve) => {
-        if (fx.daemon.child.exitCode !== null || fx.daemon.child.signalCode !== null) resolve();
-        else fx.daemon.child.once("exit", () => resolve());
-      });
-      await recover(`kill after ${delay} ms`);
+  /** The staging directory ferryd creates beside the live one, if present. */
+  function stagingDir(): string | undefined {
+    const name = readdirSync(fx.appDir).find((n) => n.startsWith(".notes.ferry-restore-"));
+    return name === undefined ? undefined : join(fx.appDir, name);
+  }
+
+  /**
+   * Starts an import and SIGKILLs ferryd as soon as `ready(staging)` holds for the staging
+   * directory it created: the kill lands only once the restore has visibly begun. Returns
+   * false if the import finished before that was seen.
+   */
+  async function killWhen(ready: (staging: string) => boolean): Promise<boolean> {
+    const importing = fx.importArchive(newArchive);
+    let finished = false;
+    void importing.then(() => {
+      finished = true;
+    });
+    let killed = false;
+    while (!finished) {
+      const staging = stagingDir();
+      let hit = false;
+      try {
+        hit = staging !== undefined && ready(staging);
+      } catch {
+        hit = false; // the staging tree moved while we looked
+      }
+      if (hit) {
+        fx.daemon.child.kill("SIGKILL");
+        killed = true;
+        break;
+      }
+      await new Promise((r) => setImmediate(r));
     }
-  });
+    const r = await importing;
+    if (!killed) {
+      assert.equal(r.code, 0, r.stderr);
+      return false;
+    }
+    assert.notEqual(r.code, 0, "the import reported success although ferryd was killed");
+    await new Promise<void>((resolve) => {
+      if (fx.daemon.child.exitCode !== null || fx.daemon.child.signalCode !== null) resolve();
+      else fx.daemon.child.once("exit", () => resolve());
+    });
+    assert.equal(fx.daemon.child.signalCode, "SIGKILL");
+    return true;
+  }
+
+  /** The outcome ferryd logged for the interrupted restore of `notes` after a restart. */
+  function loggedOutcome(): string[] {
+    return fx.daemon
+      .log()
+      .split("\n")
+      .filter((l) => l.includes("an interrupted restore"))
+      .map((l) => JSON.parse(l) as { app?: string; outcome?: string })
+      .filter((l) => l.app === "notes")
+      .map((l) => String(l.outcome));
+  }
+
+  for (const [what, ready] of [
+    ["as soon as the staging directory appears", () => true],
+    [
+      "once the staging tree holds 10 of the 30 new directories",
+      (staging: string) => readdirSync(staging).length >= 10,
+    ],
+  ] as const) {
+    test(`restore-crash-kill-9-from-outside ${what}: recovery logged and matches the tree`, async () => {
+      let landed = false;
+      for (let attempt = 0; attempt < 5 && !landed; attempt++) {
+        landed = await killWhen(ready);
+        if (!landed) {
+          // The restore finished before the kill: put the old tree back and try again.
+          const back = await fx.importArchive(oldArchive);
+          assert.equal(back.code, 0, back.stderr);
+        }
+      }
+      assert.ok(landed, "the kill never landed while the restore was under way");
+      const state = await recover(what);
+      const outcomes = loggedOutcome();
+      assert.equal(outcomes.length, 1, `one recovery logged: ${fx.daemon.log()}`);
+      // What ferryd says it did is what the tree shows.
+      assert.equal(outcomes[0], state === "new" ? "completed" : "rolled back");
+    });
+  }
 });
 
 function isDeepEqual(a: Map<string, string>, b: Map<string, string>): boolean {

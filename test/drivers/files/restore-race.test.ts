@@ -2,7 +2,9 @@
  * Races against ferryd by the application's own user, who may swap any directory of its
  * tree for a symlink at any instant (the node-tar / rsync class of bugs). A racer
  * atomically exchanges `sub` with a symlink to a directory outside the application,
- * thousands of times, in the live tree and in the old tree ferryd removes after a swap.
+ * thousands of times, in the live tree and in the old tree ferryd removes after a swap
+ * (a failpoint holds the cleanup step open 300 ms so the racer is sure to reach it). The
+ * racer counts the swaps that landed per tree, and the test requires them in both.
  *
  * - during imports: nothing outside is written, created, removed, chowned or chmodded;
  * - during exports: nothing from outside ever appears in an archive.
@@ -16,9 +18,20 @@ import { chownSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { type FilesApp, makeArchive, setupFilesApp, snapshot } from "../../helpers/files-app.js";
-import { needsRoot, ROOT, run } from "../../helpers/proc.js";
+import { needsRoot, ROOT, type RunResult, run } from "../../helpers/proc.js";
 
 const RACE_SECONDS = 10;
+
+interface Swaps {
+  live: number;
+  old: number;
+  old_trees: number;
+}
+
+function swapsOf(r: RunResult): Swaps {
+  assert.equal(r.code, 0, `the racer failed: ${r.stderr}`);
+  return JSON.parse(r.stdout.toString()) as Swaps;
+}
 
 describe("races with the application's user", { skip: needsRoot }, () => {
   let fx: FilesApp;
@@ -61,6 +74,9 @@ describe("races with the application's user", { skip: needsRoot }, () => {
     const outsideBefore = snapshot(fx.outside);
     const passwd = execFileSync("sha256sum", ["/etc/passwd"]).toString();
 
+    // Hold the cleanup step open a moment, so the old tree ferryd is about to remove sits
+    // at its staging name long enough for the racer to find it and swap inside it.
+    await fx.restart({ FERRY_FAILPOINTS: "restore-before-cleanup:pause300" });
     const race = racer();
     let imports = 0;
     const deadline = Date.now() + RACE_SECONDS * 1000;
@@ -69,10 +85,15 @@ describe("races with the application's user", { skip: needsRoot }, () => {
       assert.equal(r.code, 0, r.stderr);
       imports++;
     }
-    const swaps = Number((await race).stdout.toString().trim());
-    assert.ok(swaps >= 1000, `only ${swaps} swaps`);
+    const swaps = swapsOf(await race);
+    await fx.restart();
     assert.ok(imports >= 2, `only ${imports} imports`);
-    t.diagnostic(`${swaps} swaps during ${imports} imports`);
+    // The swaps landed in both trees ferryd works on: the live tree it swaps out, and the
+    // old tree it walks and removes afterwards, for more than one import.
+    assert.ok(swaps.live >= 1000, `only ${swaps.live} swaps in the live tree`);
+    assert.ok(swaps.old >= 50, `only ${swaps.old} swaps inside old trees being removed`);
+    assert.ok(swaps.old_trees >= 2, `swaps inside only ${swaps.old_trees} old trees`);
+    t.diagnostic(`${JSON.stringify(swaps)} swaps during ${imports} imports`);
     assert.deepEqual(
       snapshot(fx.outside),
       outsideBefore,
@@ -109,9 +130,9 @@ describe("races with the application's user", { skip: needsRoot }, () => {
       if (r.code === 0) complete++;
       else assert.match(r.stderr, /\[[A-Z_]+\]/);
     }
-    const swaps = Number((await race).stdout.toString().trim());
-    assert.ok(swaps >= 1000, `only ${swaps} swaps`);
+    const swaps = swapsOf(await race);
+    assert.ok(swaps.live >= 1000, `only ${swaps.live} swaps in the live tree ferryd walks`);
     assert.ok(exports >= 2 && complete >= 1, `${exports} exports, ${complete} complete`);
-    t.diagnostic(`${swaps} swaps during ${exports} exports (${complete} complete)`);
+    t.diagnostic(`${swaps.live} swaps during ${exports} exports (${complete} complete)`);
   });
 });

@@ -15,6 +15,7 @@ import { FerryError } from "../../../src/core/errors.js";
 import { commandDriver } from "../../../src/drivers/command/index.js";
 import { DEFAULT_TIMEOUT_S } from "../../../src/drivers/common.js";
 import { sqliteDriver } from "../../../src/drivers/sqlite/index.js";
+import { processesOf, waitProcessesGone } from "../../helpers/proc.js";
 import { backupArchive, ensureUser, removeDir, restoreArchive, settingsOf } from "../suite.js";
 
 const isRoot = process.getuid?.() === 0;
@@ -95,8 +96,15 @@ describe("hooks around backup and restore", { skip, timeout: 90_000 }, () => {
     });
   });
 
-  test("a helper past the app's timeout is killed and post_backup runs", async () => {
-    const a = app({ backup_command: ["sleep", "41"], timeout: 1 }, { post_backup: note("post") });
+  // A sleep argument no other test uses, so the process can be found by its argv.
+  const marker = (base: number) => `${base}.${process.pid}`;
+
+  test("a helper past the app's timeout is killed (gone) and post_backup runs", async () => {
+    const sleepFor = marker(41);
+    const a = app(
+      { backup_command: ["sleep", sleepFor], timeout: 1 },
+      { post_backup: note("post") },
+    );
     const started = Date.now();
     await assert.rejects(backupArchive(commandDriver, a), (err: unknown) => {
       assert.ok(err instanceof FerryError);
@@ -105,12 +113,25 @@ describe("hooks around backup and restore", { skip, timeout: 90_000 }, () => {
     });
     assert.ok(Date.now() - started < 10_000);
     assert.deepEqual(logged(), ["post"]);
+    // Killed means gone: no process of the app's user is left running the helper.
+    const left = await waitProcessesGone(user.uid, sleepFor, 5000);
+    assert.deepEqual(left, [], "the timed-out helper is still running");
+    assert.deepEqual(processesOf(user.uid), [], "a process of the app's user is left");
   });
 
-  test("a hook past hooks.timeout is killed, fails the backup, and post_backup runs", async () => {
-    const a = app({}, { pre_backup: ["sleep", "43"], post_backup: note("post"), timeout: 1 });
+  test("a hook past hooks.timeout is killed (gone), fails the backup, and post_backup runs", async () => {
+    const sleepFor = marker(43);
+    // The hook leaves a grandchild that holds none of its pipes: killing only the hook's
+    // own process would let the hook "end" while the grandchild keeps running.
+    const hook = ["sh", "-c", 'sleep "$0" </dev/null >/dev/null 2>&1 & wait', sleepFor];
+    const a = app({}, { pre_backup: hook, post_backup: note("post"), timeout: 1 });
+    const started = Date.now();
     await assert.rejects(backupArchive(commandDriver, a), /pre_backup hook of hooked timed out/);
+    assert.ok(Date.now() - started < 10_000, "the timeout did not end the hook promptly");
     assert.deepEqual(logged(), ["post"]);
+    const left = await waitProcessesGone(user.uid, sleepFor, 5000);
+    assert.deepEqual(left, [], "the timed-out hook is still running");
+    assert.deepEqual(processesOf(user.uid), [], "a process of the app's user is left");
   });
 
   test("hooks run as hooks.user when given, else as the app's user", async () => {

@@ -87,10 +87,20 @@ runDriverSuite({
         },
         helperRunning: async () => dumpRunning(my.user.uid),
       },
-      garbage: [
-        { path: "data/mariadb.json", body: Buffer.from("{}\n") },
-        { path: "data/db/suite/00000000.sql", body: Buffer.from("this is not SQL;\n") },
-      ],
+      garbage: {
+        entries: [
+          { path: "data/mariadb.json", body: Buffer.from("{}\n") },
+          { path: "data/db/suite/00000000.sql", body: Buffer.from("this is not SQL;\n") },
+        ],
+        codes: /^HELPER_FAILED$/, // the restore tool itself rejects it
+      },
+      health: {
+        ok: /^MariaDB \d+\.\d+\.\d+/,
+        unhealthy: {
+          table: { socket: "/nonexistent/ferry-test/mysqld.sock" },
+          message: /Can't connect|No such file/,
+        },
+      },
       async teardown() {
         await my.stop();
         rmSync(hookDir, { recursive: true, force: true });

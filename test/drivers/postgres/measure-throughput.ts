@@ -20,7 +20,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { startFerryd } from "../../helpers/ferryd.js";
-import { startPgServer } from "../../helpers/pg-server.js";
+import { PG_BIN, startPgServer } from "../../helpers/pg-server.js";
 import { ensureUser, FERRY } from "../../helpers/proc.js";
 
 const scale = Number(process.argv[2] ?? 70);
@@ -53,7 +53,7 @@ try {
       String(pg.user.gid),
       "--init-groups",
       "--",
-      "/usr/lib/postgresql/15/bin/pgbench",
+      `${PG_BIN}/pgbench`,
       "--initialize",
       `--scale=${scale}`,
       "--quiet",
@@ -96,7 +96,7 @@ try {
     ...env,
     "sh",
     "-c",
-    "/usr/lib/postgresql/15/bin/pg_dump --format=custom --dbname=bench | cat > /dev/null",
+    `${PG_BIN}/pg_dump --format=custom --dbname=bench | cat > /dev/null`,
   ];
   const viaFerryd = [
     "setpriv",
@@ -113,7 +113,7 @@ try {
   const dumpBytes = Number(
     execFileSync("sh", [
       "-c",
-      `setpriv --reuid ${pg.user.uid} --regid ${pg.user.gid} --init-groups -- env -i ${env.join(" ")} /usr/lib/postgresql/15/bin/pg_dump --format=custom --dbname=bench | wc -c`,
+      `setpriv --reuid ${pg.user.uid} --regid ${pg.user.gid} --init-groups -- env -i ${env.join(" ")} ${PG_BIN}/pg_dump --format=custom --dbname=bench | wc -c`,
     ])
       .toString()
       .trim(),

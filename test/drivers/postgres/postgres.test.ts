@@ -1,5 +1,5 @@
 /**
- * The postgres driver against a real PostgreSQL 15 server that this file starts itself
+ * The postgres driver against a real PostgreSQL server (the installed version) that this file starts itself
  * (test/helpers/pg-server.ts), with pgbench data. Bounds: pgbench scale 2 (200 000
  * accounts, ~30 MB), a `noise` table of 300 000 random rows (~20 MB of dump, so a dump has
  * several 8 MiB parts), pgbench writers for at most 8 s. Whole file: ~30-60 s.
@@ -13,7 +13,7 @@ import { FerryError } from "../../../src/core/errors.js";
 import { runHelper } from "../../../src/core/spawn.js";
 import { type PostgresConfig, postgresSchema } from "../../../src/drivers/postgres/config.js";
 import { postgresDriver } from "../../../src/drivers/postgres/index.js";
-import { type PgServer, runAs, startPgServer } from "../../helpers/pg-server.js";
+import { PG_BIN, type PgServer, runAs, startPgServer } from "../../helpers/pg-server.js";
 import { testState } from "../../helpers/state.js";
 import { backupBytes, manifestOf, readEntries, rebuildArchive, restoreBytes } from "./roundtrip.js";
 
@@ -193,7 +193,7 @@ describe("postgres driver", { timeout: 240_000 }, () => {
     const cfg = config({ database: "bench" });
     const bench = spawn("pgbench", ["--client=4", "--jobs=2", "--time=8", "--no-vacuum", "bench"], {
       ...(process.getuid?.() === 0 ? { uid: pg.user.uid, gid: pg.user.gid } : {}),
-      env: { ...pg.env, PATH: "/usr/lib/postgresql/15/bin:/usr/bin:/bin" },
+      env: { ...pg.env, PATH: `${PG_BIN}:/usr/bin:/bin` },
       stdio: "ignore",
     });
     const benchDone = new Promise((r) => bench.once("exit", r));
@@ -242,9 +242,43 @@ describe("postgres driver", { timeout: 240_000 }, () => {
       "the sleeper session",
     );
     const start = Date.now();
-    await restoreBytes(postgresDriver, cfg, bytes);
+    let done = false;
+    const restoring = restoreBytes(postgresDriver, cfg, bytes).finally(() => {
+      done = true;
+    });
+    // While the restore loads the scratch database, the sleeper on the original is
+    // still connected: sessions are terminated at the swap, not when the restore begins.
+    // Shown by the sleeper being alive while the scratch database had already grown to
+    // most of the data's size.
+    let loadsSeen = 0;
+    let largestWithSleeper = 0;
+    while (!done) {
+      const [scratchBytes, sleepers] = (
+        await pg.sql(
+          "postgres",
+          "SELECT coalesce((SELECT max(pg_database_size(oid)) FROM pg_database WHERE datname LIKE 'bench\\_\\_ferry\\_restore\\_%'), -1), (SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sleeper' AND datname = 'bench')",
+        )
+      )
+        .trim()
+        .split("|")
+        .map(Number);
+      if ((scratchBytes as number) >= 0) {
+        loadsSeen++;
+        if (sleepers === 1)
+          largestWithSleeper = Math.max(largestWithSleeper, scratchBytes as number);
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await restoring;
     const err = await sleeper;
     assert.ok(err instanceof Error, "the session on the old database was terminated");
+    assert.match(err.message, /terminat/i, "the sleeper ended by termination, not otherwise");
+    assert.ok(loadsSeen > 0, "the scratch database was never seen while loading");
+    const original = Number((await pg.sql("postgres", "SELECT pg_database_size('bench')")).trim());
+    assert.ok(
+      largestWithSleeper > original * 0.5,
+      `the sleeper was gone before the load was half done (${largestWithSleeper} of ${original} bytes)`,
+    );
     assert.ok(Date.now() - start < 30_000);
   });
 

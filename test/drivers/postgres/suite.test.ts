@@ -105,13 +105,23 @@ runDriverSuite({
         },
         helperRunning: async () => pgDumpRunning(pg.user.uid),
       },
-      garbage: [
-        { path: "data/postgres.json", body: Buffer.from("{}\n") },
-        {
-          path: "data/db/suite/00000000.pgdump",
-          body: Buffer.from("this is not a custom-format dump\n"),
+      garbage: {
+        entries: [
+          { path: "data/postgres.json", body: Buffer.from("{}\n") },
+          {
+            path: "data/db/suite/00000000.pgdump",
+            body: Buffer.from("this is not a custom-format dump\n"),
+          },
+        ],
+        codes: /^HELPER_FAILED$/, // the restore tool itself rejects it
+      },
+      health: {
+        ok: /^PostgreSQL \d+(\.\d+)*.*, \d+ database\(s\)$/,
+        unhealthy: {
+          table: { database: "no_such_db" },
+          message: /database "no_such_db" does not exist/,
         },
-      ],
+      },
       async teardown() {
         await pg.stop();
         rmSync(hookDir, { recursive: true, force: true });

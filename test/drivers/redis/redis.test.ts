@@ -177,7 +177,11 @@ runDriverSuite({
           }
         },
       },
-      garbage,
+      garbage: { entries: garbage, codes: /^ARCHIVE_INVALID$/ }, // a DUMP payload with a bad CRC
+      health: {
+        ok: /^redis \d+\.\d+\.\d+, db 0: \d+ keys$/,
+        unhealthy: { table: { port: 1 }, message: /ECONNREFUSED|connect/ },
+      },
       async teardown() {
         await s.stop();
       },
@@ -272,8 +276,24 @@ describe("redis driver", { skip, timeout: 120_000 }, () => {
     await r.call("CLIENT", "PAUSE", "3000", "ALL");
     const started = Date.now();
     const p = backupArchive(redisDriver, app, { signal: ac.signal });
-    setTimeout(() => ac.abort(new FerryError("CANCELLED", "the client disconnected")), 300);
-    await assert.rejects(p);
+    let settledBeforeCancel = false;
+    p.then(
+      () => {
+        settledBeforeCancel = !ac.signal.aborted;
+      },
+      () => {
+        settledBeforeCancel = !ac.signal.aborted;
+      },
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    // The backup is blocked on the paused server: it has neither finished nor failed.
+    assert.equal(settledBeforeCancel, false, "the backup ended before the cancel: not blocked");
+    ac.abort(new FerryError("CANCELLED", "the client disconnected"));
+    await assert.rejects(
+      p,
+      (err: unknown) => err instanceof FerryError && err.code === "CANCELLED",
+      "the backup fails with the cancel's own error, not some other failure",
+    );
     assert.ok(Date.now() - started < 2500, "cancel did not wait for the pause to end");
     const probe = await s.client(0);
     assert.ok(await waitFor(async () => (await probe.ping()) === "PONG", 10_000));

@@ -134,7 +134,17 @@ runDriverSuite({
           }
         },
       },
-      garbage: [{ path: "data/database.sqlite", body: Buffer.alloc(16384, 0x42) }],
+      garbage: {
+        entries: [{ path: "data/database.sqlite", body: Buffer.alloc(16384, 0x42) }],
+        codes: /^ARCHIVE_INVALID$/, // not an SQLite database
+      },
+      health: {
+        ok: /^\/\S+: \d+ bytes$/,
+        unhealthy: {
+          table: { path: `${dir}/no-such.sqlite` },
+          message: /no-such\.sqlite: .*(no such file|ENOENT)/i,
+        },
+      },
       async teardown() {
         removeDir(dir);
       },
