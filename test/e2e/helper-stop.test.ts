@@ -96,7 +96,8 @@ timeout = 2
 [apps.escaper]
 driver = "command"
 os_user = "${app.name}"
-backup_command = ["/bin/sh", "-c", "setsid sleep 1000 & echo data"]
+# (sleep 1: setsid must have left the helper's process group before sh exits)
+backup_command = ["/bin/sh", "-c", "setsid sleep 1000 & sleep 1; echo data"]
 timeout = 2
 `,
     );
@@ -220,6 +221,9 @@ timeout = 2
       assert.equal(r.code, 1, r.stderr);
       assert.match(r.stderr, /\[HELPER_TIMEOUT\]/);
       assert.ok(Date.now() - t0 < 20_000, `the job took ${Date.now() - t0} ms`);
+      // Something of the helper's did survive its supervisor (else nothing was proved);
+      // afterEach removes it.
+      assert.ok(processesOf(app).length > 0, "no process escaped: the test proved nothing");
       await ferrydAnswers();
       const jobs = await ferry(socket, ["jobs", "--json"], { user: backup });
       const running = (JSON.parse(jobs.stdout.toString()) as { state: string }[]).filter(
