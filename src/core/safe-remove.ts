@@ -5,15 +5,17 @@
  * from its parent's descriptor and every name is unlinked relative to a held descriptor.
  * A name that turns out to be a symlink (or anything else) is unlinked itself, never its
  * target. Depth is bounded by an explicit stack, not recursion.
+ *
+ * Names are handled as the bytes `getdents64` returned, never decoded: a name with a
+ * byte-order mark or bytes that are not UTF-8 is removed like any other (a decoded name
+ * may differ from the one on disk, and then the directory could never be emptied).
  */
 import { closeSync } from "node:fs";
 import { openDirBeneath } from "./safe-fs.js";
-import { readDir, SysError, unlinkAt } from "./sys.js";
-
-const decoder = new TextDecoder("utf-8", { fatal: false });
+import { type Name, readDir, SysError, unlinkAt } from "./sys.js";
 
 /** Removes `name` (a directory or anything else) inside the directory held by `parentFd`. */
-export function removeTreeAt(parentFd: number, name: string): void {
+export function removeTreeAt(parentFd: number, name: Name): void {
   try {
     unlinkAt(parentFd, name, false);
     return; // not a directory: gone
@@ -25,10 +27,10 @@ export function removeTreeAt(parentFd: number, name: string): void {
   interface Frame {
     fd: number;
     parentFd: number;
-    name: string;
+    name: Name;
   }
   const stack: Frame[] = [];
-  const push = (pfd: number, n: string): boolean => {
+  const push = (pfd: number, n: Name): boolean => {
     let fd: number;
     try {
       fd = openDirBeneath(pfd, n);
@@ -49,17 +51,13 @@ export function removeTreeAt(parentFd: number, name: string): void {
       const top = stack[stack.length - 1] as Frame;
       let descended = false;
       for (const d of readDir(top.fd)) {
-        // Raw bytes may not be UTF-8; koffi needs a string, so decode losslessly where we
-        // can and skip (leave) names we cannot express.
-        const n = decoder.decode(d.name);
-        if (!Buffer.from(n).equals(d.name)) continue;
         try {
-          unlinkAt(top.fd, n, false);
+          unlinkAt(top.fd, d.name, false);
         } catch (err) {
           if (!(err instanceof SysError)) throw err;
           if (err.errnoName === "ENOENT") continue;
           if (err.errnoName !== "EISDIR" && err.errnoName !== "EPERM") throw err;
-          if (push(top.fd, n)) {
+          if (push(top.fd, d.name)) {
             descended = true;
             break;
           }

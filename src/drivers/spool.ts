@@ -223,7 +223,7 @@ export class Spool {
 
 function removeChildren(dirfd: number): void {
   for (const d of readDir(dirfd)) {
-    const name = d.name.toString("latin1");
+    const name = d.name; // the exact bytes: names need not be UTF-8 (or latin1)
     try {
       unlinkAt(dirfd, name, false);
     } catch (err) {
