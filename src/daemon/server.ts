@@ -61,7 +61,7 @@ export interface RequestContext {
 const EVENT_BUFFER_MAX = 1024 * 1024;
 /** Most `GET /v1/events` streams one peer uid may hold at once. */
 export const EVENT_STREAMS_PER_PEER = 4;
-/** Most `GET /v1/events` streams in all. */
+/** Most `GET /v1/events` streams in all (and never more than a quarter of max_connections). */
 export const EVENT_STREAMS_MAX = 64;
 /** How long a malformed request's answer may take to leave before the socket is destroyed. */
 const CLIENT_ERROR_LINGER_MS = 1000;
@@ -444,14 +444,26 @@ export class FerryDaemon {
    * idle_timeout / 2 keeps an idle stream distinguishable from a stalled one.
    */
   private streamEvents(req: IncomingMessage, res: ServerResponse, ctx: RequestContext): void {
+    // A stream reads no body: one would be left unread, pausing the socket for good.
+    if (
+      req.headers["transfer-encoding"] !== undefined ||
+      Number(req.headers["content-length"] ?? 0) > 0
+    ) {
+      res.shouldKeepAlive = false;
+      throw new FerryError("PAYLOAD_TOO_LARGE", "GET /v1/events takes no body");
+    }
     let mine = 0;
     for (const uid of this.eventStreams.values()) if (uid === ctx.peer.uid) mine++;
-    if (mine >= EVENT_STREAMS_PER_PEER || this.eventStreams.size >= EVENT_STREAMS_MAX) {
+    const total = Math.min(
+      EVENT_STREAMS_MAX,
+      Math.max(1, Math.floor(this.config.limits.max_connections / 4)),
+    );
+    if (mine >= EVENT_STREAMS_PER_PEER || this.eventStreams.size >= total) {
       throw new FerryError(
         "TOO_MANY_STREAMS",
         mine >= EVENT_STREAMS_PER_PEER
           ? `uid ${ctx.peer.uid} already holds ${mine} event streams (at most ${EVENT_STREAMS_PER_PEER})`
-          : `ferryd already serves ${this.eventStreams.size} event streams (at most ${EVENT_STREAMS_MAX})`,
+          : `ferryd already serves ${this.eventStreams.size} event streams (at most ${total})`,
       );
     }
     res.writeHead(200, { "Content-Type": "application/x-ndjson", "Cache-Control": "no-store" });

@@ -4,7 +4,7 @@
  * ever, and event streams are capped and bounded. ferryd runs in user mode as the current
  * user (with --allow-root when that is root), so these need no privileges.
  *
- * Bounds: max_connections 6, idle_timeout 2 s; every wait is bounded (≤ 20 s per test).
+ * Bounds: max_connections 16, idle_timeout 2 s; every wait is bounded (≤ 20 s per test).
  */
 import assert from "node:assert/strict";
 import { once } from "node:events";
@@ -18,7 +18,7 @@ import { type RunningFerryd, startFerryd } from "../helpers/ferryd.js";
 import { makeArchive } from "../helpers/files-app.js";
 import { isRoot } from "../helpers/proc.js";
 
-const MAX_CONNECTIONS = 6;
+const MAX_CONNECTIONS = 16;
 
 /** GET /v1/version on a fresh connection: the status, or 0 if it was dropped or took > 2 s. */
 function version(socket: string): Promise<number> {
@@ -91,22 +91,26 @@ describe("connections end in every state", () => {
     for (const s of held.splice(0)) s.destroy();
   };
 
-  test("malformed-chunk-half-close: a chunked restore body that turns malformed, then a half-close, frees its connection", async () => {
-    for (let i = 0; i < MAX_CONNECTIONS; i++) {
-      const s = await connect(socket);
-      held.push(s);
-      const chunk = archive.subarray(0, 40 * 1024);
-      s.write(
-        `POST /v1/apps/notes/restore HTTP/1.1\r\nHost: ferry\r\nTransfer-Encoding: chunked\r\n\r\n${chunk.length.toString(16)}\r\n`,
-      );
-      s.write(chunk);
-      s.write("\r\nzz-not-a-chunk-size\r\n");
-      s.end(); // half-close: the client sends nothing more, but keeps the socket
-    }
-    const ms = await servedWithin(socket, 12_000);
-    release();
-    assert.ok(ms >= 0, "max_connections stayed exhausted by half-read connections");
-  });
+  for (const target of ["GET /v1/events", "POST /v1/apps/notes/restore"]) {
+    test(`malformed-chunk-half-close: ${target} with a chunked body that turns malformed after 40 KB, then a half-close, frees its connection`, async () => {
+      for (let i = 0; i < MAX_CONNECTIONS; i++) {
+        const s = await connect(socket);
+        held.push(s);
+        const chunk = archive.subarray(0, 40 * 1024);
+        // An event stream reads no body, so its socket pauses with the body half-read; a
+        // restore reads the body until the parser fails.
+        s.write(
+          `${target} HTTP/1.1\r\nHost: ferry\r\nTransfer-Encoding: chunked\r\n\r\n${chunk.length.toString(16)}\r\n`,
+        );
+        s.write(chunk);
+        s.write("\r\nzz-not-a-chunk-size\r\n");
+        s.end(); // half-close: the client sends nothing more, but keeps the socket
+      }
+      const ms = await servedWithin(socket, 12_000);
+      release();
+      assert.ok(ms >= 0, "max_connections stayed exhausted by half-read connections");
+    });
+  }
 
   test("stalled-readers-hostage: clients that pipeline requests and never read cannot hold max_connections", async () => {
     for (let i = 0; i < MAX_CONNECTIONS; i++) {
