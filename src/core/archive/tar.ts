@@ -171,7 +171,8 @@ function asciiFallback(s: string, max: number): string {
 
 export class TarFormatError extends Error {}
 
-const utf8 = new TextDecoder("utf-8", { fatal: true });
+// ignoreBOM: a leading U+FEFF is part of a name, not a byte-order mark to strip.
+const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 function readCString(b: Buffer, off: number, len: number): string {
   let end = off;

@@ -118,3 +118,13 @@ describe("reader strictness", () => {
     }
   });
 });
+
+describe("reader: names are read as written", () => {
+  test("bom-in-header-fields: a name or link target starting with U+FEFF keeps it", () => {
+    const link = decodeBlock(patched(157, Buffer.from("\ufeffx\0")));
+    assert.equal(link.linkname, "\ufeffx");
+    // Ferry's writer puts non-ASCII names in pax records; other writers use the ustar fields.
+    const b = patched(0, Buffer.from("\ufeffy\0"));
+    assert.equal(decodeBlock(b).name, "\ufeffy");
+  });
+});
