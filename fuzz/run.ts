@@ -122,8 +122,9 @@ try {
   }
 } catch (err) {
   failed = true;
-  summary.failure = (err as Error).message;
-  process.stderr.write(`fuzz: ${(err as Error).message}\n`);
+  const cause = (err as Error).cause;
+  summary.failure = `${(err as Error).message}${cause instanceof Error ? `\nCause: ${cause.message}` : ""}`;
+  process.stderr.write(`fuzz: ${summary.failure}\n`);
 }
 summary.peak_fds = t.peakFds;
 summary.peak_rss_kb = t.peakRssKb;
