@@ -112,6 +112,46 @@ describe("connections end in every state", () => {
     });
   }
 
+  test("parse-error-answered-and-closed: a malformed request gets a 400 and its socket is closed", async () => {
+    for (const bad of [
+      "GARBAGE\r\n\r\n",
+      "GET /v1/version HTTP/1.1\r\nHost: ferry\r\nContent-Length: -1\r\n\r\n",
+      `GET /v1/version HTTP/1.1\r\nX-Long: ${"x".repeat(20_000)}\r\n\r\n`,
+    ]) {
+      const s = await connect(socket);
+      let text = "";
+      s.on("data", (d: Buffer) => {
+        text += d.toString();
+      });
+      const started = Date.now();
+      const closed = once(s, "close").then(() => Date.now() - started);
+      s.write(bad); // and keep the socket open: ferryd must close it
+      const ms = await Promise.race([
+        closed,
+        new Promise<number>((r) => setTimeout(() => r(-1), 5000)),
+      ]);
+      s.destroy();
+      assert.ok(ms >= 0 && ms < 2000, `${JSON.stringify(bad.slice(0, 40))}: closed after ${ms} ms`);
+      assert.match(text, /^HTTP\/1\.1 4(00|31) /, text);
+    }
+  });
+
+  test("half-close-answered: a request followed by a half-close is answered, then the connection closes", async () => {
+    const s = await connect(socket);
+    let text = "";
+    s.on("data", (d: Buffer) => {
+      text += d.toString();
+    });
+    s.end("GET /v1/version HTTP/1.1\r\nHost: ferry\r\n\r\n");
+    const ok = await Promise.race([
+      once(s, "close").then(() => true),
+      new Promise<boolean>((r) => setTimeout(() => r(false), 3000)),
+    ]);
+    s.destroy();
+    assert.ok(ok, "the connection stayed open");
+    assert.match(text, /^HTTP\/1\.1 200 /);
+  });
+
   test("stalled-readers-hostage: clients that pipeline requests and never read cannot hold max_connections", async () => {
     for (let i = 0; i < MAX_CONNECTIONS; i++) {
       const s = await connect(socket);
