@@ -187,6 +187,8 @@ function readCString(b: Buffer, off: number, len: number): string {
 function readNumber(b: Buffer, off: number, len: number, field: string): number {
   const first = b[off] as number;
   if (first & 0x80) {
+    // The checksum is always octal: it covers the block, it never needs base-256.
+    if (field === "checksum") throw new TarFormatError("checksum is not an octal number");
     // GNU base-256: big-endian, top bit of the first byte set; negative values refused.
     if (first & 0x40) throw new TarFormatError(`negative ${field}`);
     let n = first & 0x3f;

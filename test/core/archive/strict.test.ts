@@ -77,6 +77,9 @@ describe("reader strictness", () => {
     size[0] = 0x80;
     size.writeUInt32BE(12345, 8);
     assert.equal(decodeBlock(patched(124, size)).size, 12345);
+    const chk = Buffer.from(encodeHeader(header()));
+    chk[148] = 0x80;
+    assert.throws(() => decodeBlock(chk), /checksum is not an octal number/);
     const negative = Buffer.alloc(12, 0xff);
     assert.throws(() => decodeBlock(patched(124, negative)), /negative size/);
   });
