@@ -101,7 +101,19 @@ export const ERRORS = {
     status: 500,
     exit: "usage",
     description:
-      "The config file or a directory above it is writable by ferryd's own uid while ferryd holds capabilities.",
+      "The config file or a directory on its path (the link's or the real one) is owned or writable by ferryd's own uid while ferryd holds capabilities; or a file the config names (password_file) is not a regular root-owned file with one link, writable only by root, in directories only root can write.",
+  },
+  CODE_UNSAFE: {
+    status: 500,
+    exit: "usage",
+    description:
+      "ferryd holds capabilities but its code (package directory, dist, node_modules, package.json, node, setpriv, or a directory above them) is owned by a user other than root or writable by group or others; install it root-owned as docs/ops.md shows.",
+  },
+  STATE_DIR_UNSAFE: {
+    status: 500,
+    exit: "failure",
+    description:
+      "ferryd's state directory (journals, spools) or a directory above it is not root-owned 0700, or is owned or writable by ferryd's own uid, while ferryd holds capabilities.",
   },
   SOCKET_UNSAFE: {
     status: 500,

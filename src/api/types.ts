@@ -1,5 +1,5 @@
 /**
- * Wire types of API v1 and of the archive format (DESIGN.md). Imports nothing of Ferry.
+ * Wire types of API v1 and of the archive format (docs/design.md). Imports nothing of Ferry.
  */
 
 export const API_VERSION = "v1";
@@ -20,7 +20,7 @@ export interface Manifest {
   [key: string]: unknown;
 }
 
-/** Last entry of every archive; see DESIGN.md for the exact byte range hashed. */
+/** Last entry of every archive; see docs/design.md ("A backup") for the exact byte range hashed. */
 export interface EndRecord {
   entries: number;
   payload_bytes: number;

@@ -3,23 +3,25 @@
  * ferryd — the service process. See `ferryd --help` and docs/ops.md.
  */
 import { spawn } from "node:child_process";
-import { mkdirSync } from "node:fs";
 import { Socket } from "node:net";
 import { constants as osConstants } from "node:os";
 import { parseArgs } from "node:util";
 import { readCaps, SERVICE_CAPS } from "../core/caps.js";
 import { FerryError } from "../core/errors.js";
 import { createLogger } from "../core/log.js";
-import { findProgram } from "../core/spawn.js";
+import { setprivArgv } from "../core/setpriv.js";
+import { StateDir } from "../core/state-dir.js";
 import { closeFd, socketPair } from "../core/sys.js";
-import { lookupUid, lookupUser } from "../core/users.js";
+import { groupsOf, lookupUid, lookupUser } from "../core/users.js";
 import { VERSION } from "../core/version.js";
-import { assertConfigSafe, DEFAULT_CONFIG, loadConfig } from "../daemon/config.js";
-import { DROPPED_ENV, execAsServiceUser } from "../daemon/privilege.js";
+import { assertCodeSafe } from "../daemon/code-check.js";
+import { type ConfigTrust, DEFAULT_CONFIG, loadConfig, processTrust } from "../daemon/config.js";
+import { DROPPED_ENV, execAsServiceUser, markInheritedCloexec } from "../daemon/privilege.js";
 import { FerryDaemon } from "../daemon/server.js";
 import { prepareSocketPath } from "../daemon/socket.js";
 import { listenFd, sdNotify } from "../daemon/systemd.js";
 import { drivers } from "../drivers/all.js";
+import { removeStaleSpools } from "../drivers/spool.js";
 import { EXIT, UsageError } from "./exit-codes.js";
 import { runMain } from "./main.js";
 
@@ -46,6 +48,7 @@ Options:
 `;
 
 async function main(): Promise<number> {
+  markInheritedCloexec();
   let parsed: ReturnType<typeof parse>;
   try {
     parsed = parse();
@@ -76,7 +79,7 @@ async function main(): Promise<number> {
   const configPath = values.config ?? process.env.FERRY_CONFIG ?? DEFAULT_CONFIG;
 
   if (values["check-config"]) {
-    const config = loadConfig(configPath);
+    const config = loadConfig(configPath, trustFor(values.user));
     process.stdout.write(`${config.path}: valid, ${config.apps.size} application(s)\n`);
     return EXIT.OK;
   }
@@ -87,7 +90,8 @@ async function main(): Promise<number> {
     if (user === undefined)
       throw new UsageError(`--user: no such user ${JSON.stringify(values.user)}`);
     if (user.uid === 0) throw new UsageError("--user must name a user other than root");
-    loadConfig(configPath); // fail here, as root, with a clear message rather than after the switch
+    // Fail here, as root, with a clear message rather than after the switch.
+    loadConfig(configPath, trustFor(values.user));
     // The same arguments: the new process sees --user NAME with uid == NAME's and goes on.
     execAsServiceUser(user, process.argv.slice(1));
   }
@@ -108,7 +112,7 @@ async function main(): Promise<number> {
 
   const caps = readCaps();
   const privileged = uid === 0 || caps.effective.length > 0;
-  if (privileged && uid !== 0) assertConfigSafe(configPath, uid, process.getgroups?.() ?? []);
+  if (privileged) assertCodeSafe(uid);
   const config = loadConfig(configPath);
   const log = createLogger("ferryd");
   const me = lookupUid(uid);
@@ -123,11 +127,18 @@ async function main(): Promise<number> {
     log.warn("running without capabilities (user mode): only data this user can read is served");
   }
 
-  // Finish or roll back restores a crash interrupted, before serving anything.
-  mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
-  for (const driver of drivers.values()) driver.recover?.(config.stateDir, log);
+  // The state directory is opened and checked once (root-owned 0700 when privileged) and
+  // held for ferryd's life; then restores a crash interrupted are finished or rolled back,
+  // before anything is served.
+  const state = StateDir.open(config.stateDir, {
+    privileged,
+    uid,
+    gids: process.getgroups?.() ?? [],
+  });
+  removeStaleSpools(state, log);
+  for (const driver of drivers.values()) driver.recover?.(state, config.apps, log);
 
-  const daemon = new FerryDaemon(config, identity, log);
+  const daemon = new FerryDaemon(config, identity, log, state);
   const started = {
     version: VERSION,
     uid,
@@ -163,7 +174,6 @@ async function main(): Promise<number> {
   process.on("SIGHUP", () => {
     sdNotify("RELOADING=1");
     try {
-      if (privileged && uid !== 0) assertConfigSafe(configPath, uid, process.getgroups?.() ?? []);
       daemon.reload(loadConfig(configPath));
     } catch (err) {
       log.error(
@@ -206,9 +216,7 @@ async function runWith(
   }
   env.FERRY_FD = "3";
   delete env.FERRY_SOCKET;
-  const argv = privileged
-    ? [findProgram("setpriv"), "--inh-caps=-all", "--ambient-caps=-all", "--nnp", "--", ...command]
-    : command;
+  const argv = privileged ? setprivArgv({ keep: [] }, command) : command;
   const child = spawn(argv[0] as string, argv.slice(1), {
     stdio: ["inherit", "inherit", "inherit", theirs],
     env,
@@ -227,6 +235,15 @@ async function runWith(
   });
   await daemon.shutdown(graceMs());
   return code;
+}
+
+/** Whose writes the config check distrusts: the --user NAME root switches to, else ours. */
+function trustFor(userName: string | undefined): ConfigTrust {
+  const user = userName === undefined ? undefined : lookupUser(userName);
+  if (user === undefined || user.uid === 0 || user.uid === process.getuid?.()) {
+    return processTrust();
+  }
+  return { uid: user.uid, gids: groupsOf(user), privileged: true };
 }
 
 function parse() {

@@ -3,16 +3,21 @@
  * application's own OS user, with nothing of ferryd's privilege.
  *
  * A child started by Node's spawn({uid, gid}) from a process holding ambient capabilities
- * keeps them (measured; DESIGN.md), so helpers are started through
- * `setpriv --reuid --regid --init-groups --inh-caps=-all --ambient-caps=-all --nnp
- * --pdeathsig=KILL -- CMD …`: identity switched, every capability gone for good (empty
- * effective, permitted, inheritable and ambient sets, and no_new_privs so no set-uid or
- * file-capability binary can give any back), killed if ferryd dies.
+ * keeps them (measured; see docs/security.md), so helpers are started through
+ * `setpriv --reuid --regid --init-groups --inh-caps=-all --ambient-caps=-all --nnp -- …`:
+ * identity switched, every capability gone for good (empty effective, permitted,
+ * inheritable and ambient sets, and no_new_privs so no set-uid or file-capability binary
+ * can give any back).
+ *
+ * ferryd cannot signal a process of another uid (it has no CAP_KILL, on purpose), and
+ * PR_SET_PDEATHSIG does not fire across uids, so every helper runs under the supervisor
+ * (src/core/supervisor.ts), which has the helper's uid and kills the helper's process group
+ * when ferryd asks over a control pipe, or when that pipe closes because ferryd died.
  *
  * No shell is involved; the environment is clean (a fixed PATH, HOME/USER/LOGNAME of the
- * target user, LANG=C.UTF-8, plus what the driver passes); only stdio is inherited.
- * stderr is read concurrently (its last 64 KiB are kept for the error message); the child
- * gets SIGTERM at its timeout or on abort, then SIGKILL after a grace period.
+ * target user, LANG=C.UTF-8, plus what the driver passes); only stdio reaches the helper. stderr is read concurrently (its last 64 KiB
+ * are kept for the error message); the helper gets SIGTERM at its timeout or on abort,
+ * then SIGKILL after a grace period.
  *
  * A helper succeeded only when it exited 0 (`done` resolves); the caller must also have
  * consumed stdout to its end.
@@ -20,8 +25,10 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { accessSync, constants } from "node:fs";
 import type { Readable, Writable } from "node:stream";
+import { fileURLToPath } from "node:url";
 import { readCaps } from "./caps.js";
 import { FerryError } from "./errors.js";
+import { setprivArgv } from "./setpriv.js";
 
 export const SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const KILL_GRACE_MS = 5_000;
@@ -60,7 +67,7 @@ export interface Helper {
   readonly stdin: Writable | null;
   /** Resolves when the helper exited 0; rejects with a FerryError carrying its stderr. */
   readonly done: Promise<void>;
-  /** SIGTERM now, SIGKILL after the grace period. */
+  /** SIGTERM now, SIGKILL after the grace period (through the supervisor). */
   kill(): void;
   stderrText(): string;
 }
@@ -85,8 +92,6 @@ export function findProgram(name: string, extra: string[] = []): string {
   );
 }
 
-let setprivPath: string | undefined;
-
 /**
  * The argv that runs `argv` as `user` with no capabilities. In user mode (ferryd holds no
  * capabilities) a helper for ferryd's own uid is run directly; any other user is refused,
@@ -110,27 +115,26 @@ export function dropArgv(argv: string[], user: HelperUser): string[] {
       "refusing to run a helper as root (set allow_root = true to permit it)",
     );
   }
-  setprivPath ??= findProgram("setpriv");
-  return [
-    setprivPath,
-    `--reuid=${user.uid}`,
-    `--regid=${user.gid}`,
-    "--init-groups",
-    "--inh-caps=-all",
-    "--ambient-caps=-all",
-    // No --bounding-set: shrinking it needs CAP_SETPCAP, which ferryd does not hold. With
-    // empty permitted/inheritable/ambient sets and no_new_privs, nothing can be regained.
-    "--nnp",
-    "--pdeathsig=KILL",
-    "--",
-    ...argv,
-  ];
+  return setprivArgv({ user, keep: [] }, argv);
 }
 
+/** The supervisor script (src/core/supervisor.ts), beside this module in ferryd's own code. */
+const SUPERVISOR = fileURLToPath(new URL("./supervisor.js", import.meta.url));
+
+/**
+ * Starts a helper as `opts.user`, under the supervisor (src/core/supervisor.ts), which runs
+ * as that user too and is the only process that signals the helper: ferryd asks it over a
+ * control pipe, and its end of file (ferryd closed it or died) kills the helper's whole
+ * process group. No child-process error ever escapes as an unhandled event.
+ */
 export function runHelper(opts: HelperOptions): Helper {
   const [prog, ...args] = opts.argv;
   if (prog === undefined) throw new FerryError("HELPER_FAILED", `${opts.label}: empty command`);
-  const argv = dropArgv([findProgram(prog, opts.path), ...args], opts.user);
+  const flags = opts.stdin === "pipe" ? ["--stdin"] : [];
+  const argv = dropArgv(
+    [process.execPath, SUPERVISOR, ...flags, "--", findProgram(prog, opts.path), ...args],
+    opts.user,
+  );
   const env: Record<string, string> = {
     PATH: [...(opts.path ?? []), SAFE_PATH].join(":"),
     HOME: opts.user.home,
@@ -142,32 +146,41 @@ export function runHelper(opts: HelperOptions): Helper {
   const child = spawn(argv[0] as string, argv.slice(1), {
     env,
     cwd: opts.cwd ?? "/",
-    stdio: [opts.stdin ?? "ignore", opts.stdout ?? "pipe", "pipe"],
-    detached: true, // own process group, so a timeout kills the helper's children too
+    // 0: control pipe to the supervisor; 1, 2: the helper's stdout and stderr; 3: its stdin.
+    stdio: ["pipe", opts.stdout ?? "pipe", "pipe", opts.stdin === "pipe" ? "pipe" : "ignore"],
+    detached: true, // not in ferryd's process group: a terminal's ^C is ferryd's to handle
     shell: false,
   });
+  const control = child.stdin;
+  const stdin = opts.stdin === "pipe" ? (child.stdio[3] as Writable) : null;
 
   let stderr = "";
   child.stderr?.setEncoding("utf8");
   child.stderr?.on("data", (s: string) => {
     stderr = (stderr + s).slice(-STDERR_KEEP);
   });
-  // An EPIPE on stdin (helper exited early) is reported through the exit status instead.
-  child.stdin?.on("error", () => {});
+  // EPIPE on stdin (helper exited early) or on the control pipe (supervisor gone) is
+  // reported through the exit status instead.
+  stdin?.on("error", () => {});
+  control?.on("error", () => {});
 
   let reason: string | undefined;
   let killTimer: NodeJS.Timeout | undefined;
-  const signalGroup = (sig: NodeJS.Signals) => {
-    if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
-    try {
-      process.kill(-child.pid, sig);
-    } catch {
-      child.kill(sig);
-    }
-  };
+  let abandonTimer: NodeJS.Timeout | undefined;
+  const finished = () => child.exitCode !== null || child.signalCode !== null;
   const kill = () => {
-    signalGroup("SIGTERM");
-    killTimer ??= setTimeout(() => signalGroup("SIGKILL"), KILL_GRACE_MS);
+    if (finished() || killTimer !== undefined) return;
+    if (control?.writable) control.write("T");
+    killTimer = setTimeout(() => {
+      // Closing the control pipe makes the supervisor SIGKILL the helper's group.
+      control?.destroy();
+      // A supervisor killed by the app's user cannot do that; then stop waiting for the
+      // helper's pipes, so ferryd itself is never held.
+      abandonTimer = setTimeout(() => {
+        for (const s of child.stdio) s?.destroy();
+      }, KILL_GRACE_MS);
+      abandonTimer.unref();
+    }, KILL_GRACE_MS);
     killTimer.unref();
   };
   const timer = setTimeout(() => {
@@ -182,23 +195,34 @@ export function runHelper(opts: HelperOptions): Helper {
   opts.signal?.addEventListener("abort", onAbort, { once: true });
   if (opts.signal?.aborted) onAbort();
 
+  let startError: Error | undefined;
   const done = new Promise<void>((resolve, reject) => {
-    child.once("error", (err) => {
-      clearTimeout(timer);
-      opts.signal?.removeEventListener("abort", onAbort);
-      reject(
-        new FerryError("HELPER_FAILED", `${opts.label}: could not start: ${err.message}`, {
-          cause: err,
-        }),
-      );
+    // `on`, not `once`: a second 'error' must never become an uncaught exception.
+    child.on("error", (err) => {
+      startError ??= err;
     });
     child.once("close", (code, sig) => {
       clearTimeout(timer);
       if (killTimer !== undefined) clearTimeout(killTimer);
+      if (abandonTimer !== undefined) clearTimeout(abandonTimer);
       opts.signal?.removeEventListener("abort", onAbort);
+      control?.destroy();
+      if (startError !== undefined && child.pid === undefined) {
+        return reject(
+          new FerryError("HELPER_FAILED", `${opts.label}: could not start: ${startError.message}`, {
+            cause: startError,
+          }),
+        );
+      }
       if (code === 0 && reason === undefined) return resolve();
       const tail = stderr.trim().split("\n").slice(-20).join("\n");
-      const how = reason ?? (sig !== null ? `was killed by ${sig}` : `exited with status ${code}`);
+      const how =
+        reason ??
+        (sig !== null
+          ? `was killed by ${sig}`
+          : code === 127 && /ferry supervisor: cannot start/.test(stderr)
+            ? "could not be started"
+            : `exited with status ${code}`);
       const code2 = reason?.startsWith("timed out")
         ? "HELPER_TIMEOUT"
         : reason === "cancelled"
@@ -212,7 +236,7 @@ export function runHelper(opts: HelperOptions): Helper {
   return {
     child,
     stdout: child.stdout,
-    stdin: child.stdin,
+    stdin,
     done,
     kill,
     stderrText: () => stderr,

@@ -6,11 +6,10 @@
  * values or throws a `SysError` carrying errno, so callers never see -1.
  *
  * Only Linux is supported: openat2 (5.6+) is the foundation of every filesystem rule in
- * DESIGN.md, and there is no safe fallback for kernels without it.
+ * docs/security.md, and there is no safe fallback for kernels without it.
  */
 import koffi from "koffi";
-
-const libc = koffi.load("libc.so.6");
+import { libc } from "./libc.js";
 
 export class SysError extends Error {
   constructor(
@@ -385,4 +384,55 @@ export function socketPair(): [number, number] {
   const SOCK_CLOEXEC = 0o2000000;
   if (c.socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) !== 0) fail("socketpair");
   return [sv[0] as number, sv[1] as number];
+}
+
+// --- inherited descriptors --------------------------------------------------------------
+
+const SYS_close_range = 436; // the same number on every Linux architecture (5.9+)
+const CLOSE_RANGE_CLOEXEC = 4; // 5.11+
+const F_GETFD = 1;
+const F_SETFD = 2;
+const FD_CLOEXEC = 1;
+const fcntlInt = libc.func("int fcntl(int, int, int)");
+
+/**
+ * Marks every open descriptor from `first` up close-on-exec, so none reaches a program
+ * ferryd starts: close_range(first, ~0U, CLOSE_RANGE_CLOEXEC). On a kernel without the
+ * flag (before 5.11) each descriptor listed in /proc/self/fd is marked with fcntl instead.
+ * Returns how the marking was done (for the start-up log).
+ */
+export function closeRangeCloexec(first: number): "close_range" | "fcntl" {
+  if (!Number.isInteger(first) || first < 0) throw new RangeError(`bad descriptor ${first}`);
+  const r = Number(
+    c.syscall(
+      SYS_close_range,
+      "unsigned int",
+      first,
+      "unsigned int",
+      0xffffffff,
+      "unsigned int",
+      CLOSE_RANGE_CLOEXEC,
+    ),
+  );
+  if (r === 0) return "close_range";
+  const errno = koffi.errno();
+  if (errno !== E.ENOSYS && errno !== E.EINVAL) fail("close_range");
+  const dir = openat2(AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0, 0);
+  try {
+    for (const e of readDir(dir)) {
+      const fd = Number(e.name.toString());
+      if (!Number.isInteger(fd) || fd < first || fd === dir) continue;
+      const flags = fcntlInt(fd, F_GETFD, 0) as number;
+      if (flags >= 0) fcntlInt(fd, F_SETFD, flags | FD_CLOEXEC);
+    }
+  } finally {
+    c.close(dir);
+  }
+  return "fcntl";
+}
+
+/** Whether descriptor `fd` is open and marked close-on-exec (undefined when not open). */
+export function isCloexec(fd: number): boolean | undefined {
+  const flags = fcntlInt(fd, F_GETFD, 0) as number;
+  return flags < 0 ? undefined : (flags & FD_CLOEXEC) !== 0;
 }

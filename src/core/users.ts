@@ -3,8 +3,7 @@
  * systemd's dynamic users are honoured, not only /etc/passwd).
  */
 import koffi from "koffi";
-
-const libc = koffi.load("libc.so.6");
+import { libc } from "./libc.js";
 
 const Passwd = koffi.struct("ferry_passwd", {
   pw_name: "str",
@@ -83,4 +82,22 @@ export function lookupGroupId(name: string): number | undefined {
   if (/^[0-9]+$/.test(name)) return Number(name);
   const ptr = getgrnam(name);
   return ptr === null ? undefined : (koffi.decode(ptr, Group) as { gr_gid: number }).gr_gid;
+}
+
+const getgrouplist = libc.func(
+  "int getgrouplist(const char *, uint32_t, _Out_ uint32_t *groups, _Inout_ int *ngroups)",
+);
+
+/** Every group `user` is in (its primary group first), as setpriv --init-groups sets them. */
+export function groupsOf(user: UserInfo): number[] {
+  let size = 64;
+  for (let attempt = 0; attempt < 8; attempt++) {
+    const groups = new Array<number>(size).fill(0);
+    const n = [size];
+    if ((getgrouplist(user.name, user.gid, groups, n) as number) >= 0) {
+      return groups.slice(0, n[0]);
+    }
+    size = Math.max(size * 2, (n[0] as number) + 1);
+  }
+  return [user.gid];
 }

@@ -100,7 +100,7 @@ export async function streamBackup(
     }
   };
   try {
-    const ctxDriver = { app: app.name, signal: job.signal, warnings };
+    const ctxDriver = { app: app.name, signal: job.signal, warnings, state: daemon.state };
     // Hooks wrap the whole iteration (post_backup also runs when the client goes away).
     // Nothing is sent before the first chunk, so a driver failing at its start (an
     // unreadable path, a dump tool that will not start) is still a JSON error response.

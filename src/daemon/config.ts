@@ -2,15 +2,23 @@
  * ferryd's config: read once, validated against one strict schema, then frozen.
  *
  * Every error names the key and the line it is on. Defaults live here and nowhere else.
- * When ferryd holds capabilities, the file and every directory above it must not be
- * writable by ferryd's own uid (`assertConfigSafe`): otherwise the backup software, which
- * runs as that uid, could declare /etc as an application and read it through ferryd.
+ * When ferryd holds capabilities, the file and every directory on its real path must not be
+ * writable by ferryd's own uid (`loadConfig` through `openTrustedFile`): otherwise the
+ * backup software, which runs as that uid, could declare /etc as an application and read
+ * it through ferryd. Files the config names must be root's (`checkNamedFiles`).
  */
-import { closeSync, fstatSync, openSync, readFileSync, statSync } from "node:fs";
-import { dirname, resolve } from "node:path";
+import { closeSync, readFileSync } from "node:fs";
+import { resolve } from "node:path";
 import { parse, TomlError } from "smol-toml";
 import { z } from "zod";
+import { readCaps } from "../core/caps.js";
 import { FerryError } from "../core/errors.js";
+import {
+  openTrustedFile,
+  SECRET_ADVICE,
+  secretPolicy,
+  type TrustPolicy,
+} from "../core/trusted-file.js";
 import { lookupUser } from "../core/users.js";
 import { drivers } from "../drivers/all.js";
 import { findKeyLine } from "./config-lines.js";
@@ -192,59 +200,96 @@ export function parseConfig(source: string, file: string): Config {
   });
 }
 
-/** Reads and validates the config file. */
-export function loadConfig(file: string): Config {
+/** Whose writes ferryd must not trust when it reads its config. */
+export interface ConfigTrust {
+  /** ferryd's (service) uid. */
+  uid: number;
+  /** Its groups. */
+  gids: readonly number[];
+  /** Whether ferryd holds (or will hold) capabilities: then the rules apply. */
+  privileged: boolean;
+}
+
+/** The trust of the running process: its uid, groups and whether it holds capabilities. */
+export function processTrust(): ConfigTrust {
+  const uid = process.getuid?.() ?? -1;
+  return {
+    uid,
+    gids: process.getgroups?.() ?? [],
+    privileged: uid === 0 || readCaps().effective.length > 0,
+  };
+}
+
+const CONFIG_ADVICE =
+  "The backup user could then change it and declare any path as an application. " +
+  "Make the config and every directory above it (and above a symlink's target) root-owned " +
+  "and not writable by that user, e.g. /etc/ferry/ferry.toml root:root 0644 in /etc/ferry root:root 0755.";
+
+/**
+ * Reads and validates the config file. With `trust.privileged` and a uid other than 0, the
+ * file and every directory on its real path must not be owned or writable by `trust.uid`
+ * (`openTrustedFile`), and the text is read from the descriptor that was checked. Every
+ * file the config names (keys ending in `_file`) must pass the secret-file rule
+ * (`checkNamedFiles`).
+ */
+export function loadConfig(file: string, trust: ConfigTrust = processTrust()): Config {
   const path = resolve(file);
+  const guarded = trust.privileged && trust.uid !== 0;
+  const opened = openTrustedFile(path, {
+    policy: guarded ? { kind: "not-uid", uid: trust.uid, gids: trust.gids } : { kind: "any" },
+    purpose: "config",
+    unsafeCode: "CONFIG_UNSAFE",
+    unreadableCode: "CONFIG_INVALID",
+    advice: CONFIG_ADVICE,
+  });
   let source: string;
   try {
-    const fd = openSync(path, "r");
-    try {
-      if (!fstatSync(fd).isFile()) throw new Error("not a regular file");
-      source = readFileSync(fd, "utf8");
-    } finally {
-      closeSync(fd);
-    }
+    source = readFileSync(opened.fd, "utf8");
   } catch (err) {
     const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
     throw new FerryError("CONFIG_INVALID", `cannot read config ${path}: ${why}`, { cause: err });
+  } finally {
+    closeSync(opened.fd);
   }
-  return parseConfig(source, path);
+  const config = parseConfig(source, path);
+  checkNamedFiles(config, source, secretPolicy(trust.uid, trust.privileged));
+  return config;
 }
 
 /**
- * Refuses a config that ferryd's own uid could change: the file, or any directory above
- * it, owned by that uid or writable by it through its owner, group or other bits. A
- * sticky directory (like /tmp) is fine when the entry below it is not the uid's own: others
- * may create names there but cannot replace ours. (POSIX ACLs are not consulted; keep the
- * config's directories free of ACLs granting the backup user write access.)
+ * Every file an application's config names (a key ending in `_file`, such as redis's
+ * `password_file`) is read by ferryd, with its capabilities: each must pass the
+ * secret-file rule (`openTrustedFile` under `policy`; see docs/security.md). Problems name
+ * the key and its line.
  */
-export function assertConfigSafe(file: string, uid: number, gids: readonly number[]): void {
-  let p = resolve(file);
-  let childOwner: number | undefined;
-  for (;;) {
-    let st: ReturnType<typeof statSync>;
-    try {
-      st = statSync(p);
-    } catch (err) {
-      throw new FerryError("CONFIG_INVALID", `cannot check ${p}: ${(err as Error).message}`, {
-        cause: err,
-      });
+export function checkNamedFiles(config: Config, source: string, policy: TrustPolicy): void {
+  const problems: string[] = [];
+  let unsafe = false;
+  for (const app of config.apps.values()) {
+    for (const [key, value] of Object.entries(app.settings)) {
+      if (!key.endsWith("_file") || typeof value !== "string") continue;
+      const at = ["apps", app.name, key];
+      const line = findKeyLine(source, at);
+      try {
+        const f = openTrustedFile(value, {
+          policy,
+          purpose: `${formatPath(at)}`,
+          unsafeCode: "CONFIG_UNSAFE",
+          unreadableCode: "CONFIG_INVALID",
+          advice: SECRET_ADVICE,
+          followLinks: false,
+        });
+        closeSync(f.fd);
+      } catch (err) {
+        if (!(err instanceof FerryError)) throw err;
+        if (err.code === "CONFIG_UNSAFE") unsafe = true;
+        problems.push(
+          `${line === undefined ? config.path : `${config.path}:${line}`}: ${err.message}`,
+        );
+      }
     }
-    const writable =
-      (st.uid === uid && (st.mode & 0o200) !== 0) ||
-      (gids.includes(st.gid) && (st.mode & 0o020) !== 0) ||
-      (st.mode & 0o002) !== 0;
-    const stickyShield = st.isDirectory() && (st.mode & 0o1000) !== 0 && childOwner !== uid;
-    if (st.uid === uid || (writable && !stickyShield)) {
-      throw new FerryError(
-        "CONFIG_UNSAFE",
-        `${p} is ${st.uid === uid ? "owned" : "writable"} by ferryd's own uid ${uid}; ` +
-          "the backup user could then declare any path as an application. " +
-          "Make the config and its directories root-owned and not writable by that user.",
-      );
-    }
-    if (p === "/") return;
-    childOwner = st.uid;
-    p = dirname(p);
+  }
+  if (problems.length > 0) {
+    throw new FerryError(unsafe ? "CONFIG_UNSAFE" : "CONFIG_INVALID", problems.join("\n"));
   }
 }

@@ -69,7 +69,7 @@ export async function handleRestore(
           signal: abort.signal,
           warnings,
           manifest: m,
-          stateDir: daemon.config.stateDir,
+          state: daemon.state,
         });
       },
       entry: (h) => (session as RestoreSession).entry(h),

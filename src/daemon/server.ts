@@ -34,12 +34,15 @@ import type { AppDetail, AppSummary, VersionInfo } from "../api/types.js";
 import { API_VERSION } from "../api/types.js";
 import { FerryError } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
+import type { StateDir } from "../core/state-dir.js";
 import type { PeerCred } from "../core/sys.js";
 import { VERSION } from "../core/version.js";
 import { drivers } from "../drivers/all.js";
+import type { Health } from "../drivers/types.js";
 import { type AuditRecord, audit } from "./audit.js";
 import { streamBackup } from "./backup.js";
 import { APP_NAME, type AppConfig, type Config } from "./config.js";
+import { BoundedChecks } from "./health.js";
 import { JobRegistry } from "./jobs.js";
 import { checkPeer } from "./peer.js";
 import { sendErrorDuringUpload, sendJson } from "./respond.js";
@@ -79,6 +82,9 @@ interface OutputProgress {
   since: number;
 }
 
+/** Health results are reused for 5 s; a caller waits at most 15 s for one. */
+const HEALTH_BOUNDS = { ttlMs: 5_000, timeoutMs: 15_000 };
+
 export class FerryDaemon {
   readonly jobs: JobRegistry;
   private readonly peers = new WeakMap<Socket, PeerCred>();
@@ -95,11 +101,16 @@ export class FerryDaemon {
   private readonly sockets = new Set<Socket>();
   /** Per socket: the deadline for its next complete request head. */
   private readonly headTimers = new WeakMap<Socket, NodeJS.Timeout>();
+  /** Health checks and descriptions: one in flight per app, cached briefly, bounded. */
+  private readonly healthChecks = new BoundedChecks<Health>(HEALTH_BOUNDS);
+  private readonly descriptions = new BoundedChecks<Record<string, unknown>>(HEALTH_BOUNDS);
 
   constructor(
     public config: Config,
     readonly identity: Identity,
     readonly log: Logger,
+    /** The held, checked state directory (src/core/state-dir.ts). */
+    readonly state: StateDir,
   ) {
     const l = config.limits;
     this.allowed = new Set([identity.uid, ...config.clients]);
@@ -169,6 +180,12 @@ export class FerryDaemon {
       this.log.warn(
         { socket: next.socket },
         "socket path changes need a restart; keeping the current socket",
+      );
+    }
+    if (next.stateDir !== this.config.stateDir) {
+      this.log.warn(
+        { state_dir: next.stateDir },
+        "state_dir changes need a restart; keeping the current state directory",
       );
     }
     this.config = next;
@@ -550,20 +567,29 @@ export class FerryDaemon {
 
   private async summary(app: AppConfig): Promise<AppSummary> {
     const driver = drivers.get(app.driver);
-    let health = { ok: false, message: "unknown driver" };
-    if (driver !== undefined) {
-      try {
-        health = await driver.health(app.settings);
-      } catch (err) {
-        health = { ok: false, message: (err as Error).message };
-      }
-    }
+    const health =
+      driver === undefined
+        ? { ok: false, message: "unknown driver" }
+        : await this.healthChecks.get(
+            app,
+            () => driver.health(app.settings),
+            (s) => ({ ok: false, message: `the health check did not answer within ${s}s` }),
+            (err) => ({ ok: false, message: (err as Error).message }),
+          );
     return { name: app.name, driver: app.driver, restore: app.restore, health };
   }
 
   private async detail(app: AppConfig): Promise<AppDetail> {
     const driver = drivers.get(app.driver);
-    const description = driver === undefined ? {} : await driver.describe(app.settings);
+    const description =
+      driver === undefined
+        ? {}
+        : await this.descriptions.get(
+            app,
+            () => driver.describe(app.settings),
+            (s) => ({ error: `the description did not answer within ${s}s` }),
+            (err) => ({ error: (err as Error).message }),
+          );
     return { ...(await this.summary(app)), description };
   }
 }

@@ -8,9 +8,19 @@
  *   AF_UNIX socket in NOTIFY_SOCKET (a path, or an abstract name written "@name").
  *   Node has no AF_UNIX datagram sockets, so the datagram is sent through koffi.
  */
-import koffi from "koffi";
+import { libc } from "../core/libc.js";
 
 const SD_LISTEN_FDS_START = 3;
+
+/**
+ * How many descriptors from 3 up systemd passed to this process (LISTEN_PID is ours),
+ * without consuming the variables; 0 when not socket-activated.
+ */
+export function listenFdCount(env: NodeJS.ProcessEnv = process.env): number {
+  if (env.LISTEN_PID === undefined || Number(env.LISTEN_PID) !== process.pid) return 0;
+  const n = Number(env.LISTEN_FDS);
+  return Number.isInteger(n) && n > 0 ? Math.min(n, 64) : 0;
+}
 
 /** The inherited listening descriptor, or undefined when not socket-activated. */
 export function listenFd(env: NodeJS.ProcessEnv = process.env): number | undefined {
@@ -26,7 +36,6 @@ export function listenFd(env: NodeJS.ProcessEnv = process.env): number | undefin
   return SD_LISTEN_FDS_START;
 }
 
-const libc = koffi.load("libc.so.6");
 const socket = libc.func("int socket(int, int, int)");
 const sendto = libc.func("intptr_t sendto(int, const void *, size_t, int, const void *, uint32_t)");
 const close = libc.func("int close(int)");

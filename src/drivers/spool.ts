@@ -2,39 +2,41 @@
  * Private spool directories for helper output.
  *
  * A tar header carries the entry's size before its body, so a dump whose length is known
- * only at its end (pg_dump, sqlite3's VACUUM INTO, redis-cli --rdb, a user command, the
- * redis key stream) is written to a temporary file first and streamed from there: never
- * held whole in memory. The directory is created 0700 by ferryd (mkdtemp) and, only when
- * a helper must write into it itself, handed to that helper's user.
+ * only at its end (sqlite3's VACUUM INTO, redis-cli --rdb, a user command, the redis key
+ * stream) is written to a temporary file first and streamed from there: never held whole
+ * in memory.
  *
- * A directory the application's user owns is theirs to play with while ferryd works: they
- * could swap the dump for a symlink to /etc/shadow, or a subdirectory for a symlink to /.
- * So everything inside is opened and removed relative to the held directory descriptor
+ * Spools live in `<state_dir>/spool/`, never in a world-writable directory such as /tmp,
+ * where the backup user (ferryd's own uid) could race the name between mkdtemp and a
+ * chown by path. Each spool is made with mkdirat from the held, root-owned spool
+ * directory (mode 0711: a helper may pass through it to its own spool, but nobody can list
+ * it) and handed on its descriptor (fchown) to root, or to the helper's user when a helper
+ * must write into it, mode 0700 either way, under a random 64-bit name. A helper writes
+ * through a plain path (SQLite resolves the real path of its target, so a descriptor
+ * would not do): every directory on it is root's, except the spool itself, which is the
+ * helper's own.
+ *
+ * A directory the application's user owns is theirs to play with while the helper runs:
+ * they could swap the dump for a symlink to /etc/shadow, or a subdirectory for a symlink to
+ * /. So everything inside is opened and removed relative to the held directory descriptor
  * with RESOLVE_BENEATH|NO_SYMLINKS, a spooled file must be a regular file with one link
  * (and owned by the helper's user where one wrote it), and removal walks descriptors, never
  * path strings. `remove` is idempotent and is called in every `finally`.
  */
-import {
-  chownSync,
-  closeSync,
-  createWriteStream,
-  fstatSync,
-  fsyncSync,
-  mkdtempSync,
-  read,
-  rmdirSync,
-  write,
-} from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { randomBytes } from "node:crypto";
+import { closeSync, createWriteStream, fstatSync, fsyncSync, read, write } from "node:fs";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { TarHeader } from "../core/archive/tar.js";
 import type { ArchiveEntry } from "../core/archive/writer.js";
 import { FerryError } from "../core/errors.js";
-import { openBeneath, openDirBeneath, openRoot } from "../core/safe-fs.js";
+import type { Logger } from "../core/log.js";
+import { explain, openBeneath } from "../core/safe-fs.js";
+import { removeTreeAt } from "../core/safe-remove.js";
 import type { Helper, HelperUser } from "../core/spawn.js";
+import { makePrivateDir, type StateDir } from "../core/state-dir.js";
 import {
+  nameText,
   O_CREAT,
   O_EXCL,
   O_NONBLOCK,
@@ -44,13 +46,17 @@ import {
   S_IFMT,
   S_IFREG,
   SysError,
-  unlinkAt,
 } from "../core/sys.js";
 import { groupName, userName } from "../core/users.js";
 
 const CHUNK = 1024 * 1024;
-/** Every spool directory is `$TMPDIR/ferry-spool-LABEL-XXXXXX`. */
-export const SPOOL_PREFIX = "ferry-spool-";
+/** The subdirectory of the state directory that holds every spool. */
+export const SPOOL_DIR = "spool";
+
+/** The held descriptor of `<state_dir>/spool` (root-owned 0711: see the top). */
+export function spoolRoot(state: StateDir): number {
+  return state.sub(SPOOL_DIR, 0o711);
+}
 
 export interface SpooledFile {
   fd: number;
@@ -64,34 +70,37 @@ export class Spool {
   private removed = false;
 
   private constructor(
-    /** Absolute path of the spool directory (for helpers that need a path). */
-    readonly path: string,
+    /** The held descriptor of `<state_dir>/spool`. */
+    private readonly parentFd: number,
+    /** Its path, for helpers. */
+    private readonly parentPath: string,
+    /** This spool's name in it. */
+    readonly name: string,
     /** Held descriptor of the spool directory. */
     readonly fd: number,
   ) {}
 
   /**
-   * A new private directory under the system temp dir. With `writer`, the directory is
-   * given to that user so a helper running as them can create its output there.
+   * A new private directory `<state_dir>/spool/LABEL-RANDOM`. With `writer`, it is handed
+   * to that user so that a helper running as them can create its output there.
    */
-  static create(label: string, writer?: HelperUser): Spool {
-    const path = mkdtempSync(
-      join(tmpdir(), `${SPOOL_PREFIX}${label.replace(/[^a-z0-9-]/gi, "_")}-`),
+  static create(state: StateDir, label: string, writer?: HelperUser): Spool {
+    const parentFd = spoolRoot(state);
+    const name = `${label.replace(/[^a-z0-9-]/gi, "_")}-${randomBytes(8).toString("hex")}`;
+    const owner = writer === undefined ? undefined : { uid: writer.uid, gid: writer.gid };
+    const fd = makePrivateDir(
+      parentFd,
+      name,
+      state.options,
+      { existing: "fail", owner },
+      state.describe(SPOOL_DIR),
     );
-    try {
-      if (writer !== undefined && writer.uid !== process.getuid?.()) {
-        chownSync(path, writer.uid, writer.gid);
-      }
-      return new Spool(path, openRoot(path));
-    } catch (err) {
-      rmdirSync(path);
-      throw err;
-    }
+    return new Spool(parentFd, state.describe(SPOOL_DIR), name, fd);
   }
 
   /** Path of `name` inside the spool, for a helper's argument. */
   pathOf(name: string): string {
-    return `${this.path}/${name}`;
+    return `${this.parentPath}/${this.name}/${name}`;
   }
 
   /** Creates the new file `name` for writing (closed by `closeFd` or `remove`). */
@@ -208,35 +217,32 @@ export class Spool {
     this.removed = true;
     for (const fd of this.open) closeSync(fd);
     this.open.clear();
-    try {
-      removeChildren(this.fd);
-    } finally {
-      closeSync(this.fd);
-      try {
-        rmdirSync(this.path);
-      } catch {
-        // Renamed away or replaced by its owner: nothing of ours is left to remove there.
-      }
-    }
+    closeSync(this.fd);
+    // Nobody but ferryd can rename in the root-owned spool directory, so the name is still
+    // this spool; inside, the helper's user may have built anything: removeTreeAt walks it
+    // through descriptors, never following a symlink, with an explicit stack.
+    removeTreeAt(this.parentFd, this.name);
   }
 }
 
-function removeChildren(dirfd: number): void {
-  for (const d of readDir(dirfd)) {
+/**
+ * Removes every spool a previous ferryd left behind (killed in the middle of a backup).
+ * Called once at start-up, before anything is served; a spool that cannot be removed is
+ * logged and left, and does not stop ferryd.
+ */
+export function removeStaleSpools(state: StateDir, log: Logger): void {
+  const parentFd = spoolRoot(state);
+  for (const d of readDir(parentFd)) {
     const name = d.name; // the exact bytes: names need not be UTF-8 (or latin1)
+    const shown = nameText(name);
     try {
-      unlinkAt(dirfd, name, false);
+      removeTreeAt(parentFd, name);
+      log.info({ spool: state.describe(SPOOL_DIR, shown) }, "removed a stale spool");
     } catch (err) {
-      if (!(err instanceof SysError) || (err.errnoName !== "EISDIR" && err.errnoName !== "EPERM")) {
-        throw err;
-      }
-      const sub = openDirBeneath(dirfd, name);
-      try {
-        removeChildren(sub);
-      } finally {
-        closeSync(sub);
-      }
-      unlinkAt(dirfd, name, true);
+      log.error(
+        { spool: state.describe(SPOOL_DIR, shown), err: explain(err) },
+        "could not remove a stale spool; left in place",
+      );
     }
   }
 }

@@ -1,6 +1,6 @@
 /**
  * The driver contract. A driver knows how to ask one kind of application for a consistent
- * copy of its data (backup) and how to give it back (restore, in a later step).
+ * copy of its data (backup) and how to give it back (restore).
  *
  * - `schema` validates the driver's own keys of an `[apps.NAME]` table; it is strict
  *   (unknown keys are errors) and runs once at start-up.
@@ -26,19 +26,23 @@ import type { Manifest } from "../api/types.js";
 import type { TarHeader } from "../core/archive/tar.js";
 import type { ArchiveEntry } from "../core/archive/writer.js";
 import type { Logger } from "../core/log.js";
+import type { StateDir } from "../core/state-dir.js";
 
 export interface DriverContext {
   app: string;
   signal: AbortSignal;
   /** Non-fatal problems (skipped sockets, files that changed size); end up in the end record. */
   warnings: string[];
+  /**
+   * ferryd's root-owned state directory, held open (src/core/state-dir.ts): restore
+   * journals and spools live here, never in a directory the backup user can write.
+   */
+  state: StateDir;
 }
 
 export interface RestoreContext extends DriverContext {
   /** The archive's manifest (already checked: format, app, driver). */
   manifest: Manifest;
-  /** ferryd's state directory (restore journal, bookkeeping). */
-  stateDir: string;
 }
 
 export interface RestoreResult {
@@ -79,9 +83,17 @@ export interface Driver<C = unknown> {
   restore?(config: C, ctx: RestoreContext): Promise<RestoreSession>;
   /**
    * Called once at ferryd's start, before it serves anything: finish or roll back restores
-   * that a crash interrupted (journals in `stateDir`). Must be idempotent.
+   * that a crash interrupted (journals in `state`), after checking each journal against the
+   * live config (`apps`). Must be idempotent, and must not throw for one app's leftovers:
+   * it sets them aside with a log line and lets ferryd serve the others.
    */
-  recover?(stateDir: string, log: Logger): void;
+  recover?(state: StateDir, apps: ReadonlyMap<string, DeclaredApp>, log: Logger): void;
+}
+
+/** What recovery is told of each declared application. */
+export interface DeclaredApp {
+  driver: string;
+  settings: unknown;
 }
 
 /** Keys every application table may have, whatever its driver. */

@@ -1,9 +1,20 @@
 import assert from "node:assert/strict";
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import {
+  chmodSync,
+  chownSync,
+  linkSync,
+  mkdirSync,
+  mkdtempSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { FerryError } from "../../src/core/errors.js";
-import { assertConfigSafe, parseConfig } from "../../src/daemon/config.js";
+import { readTrustedText } from "../../src/core/trusted-file.js";
+import { loadConfig, parseConfig } from "../../src/daemon/config.js";
 import { isRoot } from "../helpers/proc.js";
 
 const OK = `version = 1
@@ -110,28 +121,174 @@ describe("config validation", () => {
 describe("config safety (ferryd with capabilities)", {
   skip: isRoot ? false : "needs root to chown",
 }, () => {
+  const B = { uid: 12345, gids: [12345], privileged: true };
+  const unsafe = (fragment: string) => (e: unknown) =>
+    e instanceof FerryError && e.code === "CONFIG_UNSAFE" && e.message.includes(fragment);
+
   test("a config owned or writable by ferryd's uid is refused; a root-owned one is fine", () => {
     const dir = mkdtempSync("/tmp/ferry-cfg-");
     try {
       const file = join(dir, "ferry.toml");
       writeFileSync(file, OK, { mode: 0o644 });
-      assertConfigSafe(file, 12345, [12345]); // root-owned, 0644, under sticky /tmp: fine
-      assert.throws(() => assertConfigSafe(file, 0, [0]), /CONFIG_UNSAFE|owned/);
+      // root-owned, 0644, under sticky /tmp: fine
+      assert.equal(loadConfig(file, B).apps.size, 1);
+      chownSync(file, 12345, 12345);
+      assert.throws(() => loadConfig(file, B), unsafe("owned by ferryd's own uid 12345"));
+      chownSync(file, 0, 0);
       chmodSync(file, 0o666);
-      assert.throws(
-        () => assertConfigSafe(file, 12345, [12345]),
-        (e: unknown) => e instanceof FerryError && e.code === "CONFIG_UNSAFE",
-      );
+      assert.throws(() => loadConfig(file, B), unsafe("writable by ferryd's own uid"));
       chmodSync(file, 0o644);
       const sub = join(dir, "open");
       mkdirSync(sub, { mode: 0o777 });
       chmodSync(sub, 0o777);
       writeFileSync(join(sub, "ferry.toml"), OK);
+      assert.throws(() => loadConfig(join(sub, "ferry.toml"), B), unsafe(sub));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("user mode (no capabilities): a config the user owns is fine", () => {
+    const dir = mkdtempSync("/tmp/ferry-cfg-");
+    try {
+      const file = join(dir, "ferry.toml");
+      writeFileSync(file, OK, { mode: 0o644 });
+      chownSync(dir, 12345, 12345);
+      chownSync(file, 12345, 12345);
+      assert.equal(loadConfig(file, { ...B, privileged: false }).apps.size, 1);
+      assert.throws(() => loadConfig(file, B), unsafe(dir));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("config-link-into-backup-user-dir: judged by the directories it really lives in", () => {
+    const dir = mkdtempSync("/tmp/ferry-cfg-");
+    try {
+      // /tmp/x/etc (root 0755) holds ferry.toml -> /tmp/x/b/ferry.toml; b is B's.
+      const etc = join(dir, "etc");
+      const b = join(dir, "b");
+      mkdirSync(etc, { mode: 0o755 });
+      mkdirSync(b, { mode: 0o755 });
+      writeFileSync(join(b, "ferry.toml"), OK, { mode: 0o644 });
+      chownSync(b, 12345, 12345);
+      symlinkSync(join(b, "ferry.toml"), join(etc, "ferry.toml"));
       assert.throws(
-        () => assertConfigSafe(join(sub, "ferry.toml"), 12345, [12345]),
-        (e: unknown) =>
-          e instanceof FerryError && e.code === "CONFIG_UNSAFE" && e.message.includes(sub),
+        () => loadConfig(join(etc, "ferry.toml"), B),
+        unsafe(`directory ${b} is owned by ferryd's own uid 12345`),
       );
+      // A relative link through .. is followed the same way.
+      rmSync(join(etc, "ferry.toml"));
+      symlinkSync("../b/ferry.toml", join(etc, "ferry.toml"));
+      assert.throws(() => loadConfig(join(etc, "ferry.toml"), B), unsafe(b));
+      // Root-owned target directory: the link is fine.
+      chownSync(b, 0, 0);
+      assert.equal(loadConfig(join(etc, "ferry.toml"), B).apps.size, 1);
+      // The link's own directory counts too: B could re-point the link.
+      chownSync(etc, 12345, 12345);
+      assert.throws(() => loadConfig(join(etc, "ferry.toml"), B), unsafe(etc));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("a FIFO or directory in place of the config is refused without blocking", () => {
+    const dir = mkdtempSync("/tmp/ferry-cfg-");
+    try {
+      const fifo = join(dir, "ferry.toml");
+      execFileSync("mkfifo", [fifo]);
+      assert.throws(
+        () => loadConfig(fifo, B),
+        (e: unknown) => e instanceof FerryError && /not a regular file/.test(e.message),
+      );
+      assert.throws(
+        () => loadConfig(dir, B),
+        (e: unknown) => e instanceof FerryError && e.code === "CONFIG_INVALID",
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("files the config names (password_file)", {
+  skip: isRoot ? false : "needs root to chown",
+}, () => {
+  const ROOT_ONLY = { kind: "root-only", owners: [0] } as const;
+  const code = (c: string, fragment: string) => (e: unknown) =>
+    e instanceof FerryError && e.code === c && e.message.includes(fragment);
+
+  test("root-owned 0600, one link, root directories: read; every weaker variant refused", () => {
+    const dir = mkdtempSync("/tmp/ferry-secret-");
+    try {
+      const file = join(dir, "pw");
+      writeFileSync(file, "s3cret\n", { mode: 0o600 });
+      assert.equal(readTrustedText(file, "password_file", ROOT_ONLY), "s3cret\n");
+      chownSync(file, 12345, 12345);
+      assert.throws(
+        () => readTrustedText(file, "password_file", ROOT_ONLY),
+        code("CONFIG_UNSAFE", "owned by uid 12345"),
+      );
+      // User mode: ferryd's own uid may own it.
+      assert.equal(
+        readTrustedText(file, "password_file", { kind: "root-only", owners: [0, 12345] }),
+        "s3cret\n",
+      );
+      chownSync(file, 0, 0);
+      chmodSync(file, 0o620);
+      assert.throws(
+        () => readTrustedText(file, "password_file", ROOT_ONLY),
+        code("CONFIG_UNSAFE", "writable by its group"),
+      );
+      chmodSync(file, 0o600);
+      linkSync(file, join(dir, "second"));
+      assert.throws(
+        () => readTrustedText(file, "password_file", ROOT_ONLY),
+        code("CONFIG_UNSAFE", "2 hard links"),
+      );
+      rmSync(join(dir, "second"));
+      symlinkSync(file, join(dir, "link"));
+      assert.throws(
+        () => readTrustedText(join(dir, "link"), "password_file", ROOT_ONLY),
+        code("CONFIG_UNSAFE", "a symlink"),
+      );
+      const owned = join(dir, "owned");
+      mkdirSync(owned);
+      chownSync(owned, 12345, 12345);
+      writeFileSync(join(owned, "pw"), "x\n", { mode: 0o600 });
+      assert.throws(
+        () => readTrustedText(join(owned, "pw"), "password_file", ROOT_ONLY),
+        code("CONFIG_UNSAFE", `directory ${owned}`),
+      );
+      assert.throws(
+        () => readTrustedText(join(dir, "missing"), "password_file", ROOT_ONLY),
+        code("CONFIG_INVALID", "no such file"),
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("--check-config's loadConfig names the key and line of a bad password_file", () => {
+    const dir = mkdtempSync("/tmp/ferry-secret-");
+    try {
+      const pw = join(dir, "pw");
+      writeFileSync(pw, "x\n", { mode: 0o644 });
+      chownSync(pw, 12345, 12345);
+      const file = join(dir, "ferry.toml");
+      writeFileSync(
+        file,
+        `version = 1\n\n[apps.cache]\ndriver = "redis"\nhost = "127.0.0.1"\npassword_file = "${pw}"\n`,
+      );
+      assert.throws(
+        () => loadConfig(file, { uid: 54321, gids: [54321], privileged: true }),
+        code(
+          "CONFIG_UNSAFE",
+          `${file}:6: apps.cache.password_file ${pw}: the file is owned by uid 12345`,
+        ),
+      );
+      chownSync(pw, 0, 0);
+      assert.equal(loadConfig(file, { uid: 54321, gids: [54321], privileged: true }).apps.size, 1);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -273,7 +273,9 @@ describe("deploy units say what ferryd needs", () => {
     assert.equal(s("NoNewPrivileges"), "yes");
     assert.equal(s("ProtectSystem"), "strict");
     assert.equal(s("PrivateTmp"), "yes");
-    assert.equal(s("StateDirectory"), "ferry");
+    // StateDirectory= under User= would make the state directory the backup user's.
+    assert.equal(s("StateDirectory"), undefined);
+    assert.ok(words(service, "Service", "ReadWritePaths").includes("/var/lib/ferry"));
     assert.equal(s("RuntimeDirectory"), "ferry");
     assert.equal(s("RuntimeDirectoryMode"), "0700");
     // Else stopping ferryd deletes ferry.socket's socket along with /run/ferry.
@@ -309,6 +311,8 @@ describe("deploy units say what ferryd needs", () => {
     assert.ok(
       lines.some((f) => f.join(" ") === `d /run/ferry 0700 ${BACKUP_USER} ${BACKUP_USER} -`),
     );
+    // The state directory is root's (journals steer ferryd's privileged renames).
+    assert.ok(lines.some((f) => f.join(" ") === "d /var/lib/ferry 0711 root root -"));
     const out = words(readUnit("ferry-backup.service"), "Service", "ReadWritePaths");
     for (const dir of out) {
       assert.ok(
@@ -376,8 +380,11 @@ describe("deploy/ferry.toml", () => {
 
   test("matches the units: socket path, state directory, restore paths", () => {
     assert.equal(config.socket, value(readUnit("ferry.socket"), "Socket", "ListenStream"));
-    const stateDir = value(readUnit("ferryd.service"), "Service", "StateDirectory");
-    assert.equal(config.state_dir, `/var/lib/${stateDir}`);
+    assert.ok(
+      words(readUnit("ferryd.service"), "Service", "ReadWritePaths").includes(
+        config.state_dir as string,
+      ),
+    );
     // Every restorable files/sqlite app's parent directory is writable per the drop-in.
     const dropIn = parseUnit(
       readFileSync(join(DEPLOY, "ferryd.service.d", "restore-paths.conf"), "utf8"),

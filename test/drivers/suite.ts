@@ -50,16 +50,15 @@
 
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { after, afterEach, before, beforeEach, describe, test } from "node:test";
 import { ArchiveParser } from "../../src/core/archive/reader.js";
 import { type ArchiveEntry, writeArchive } from "../../src/core/archive/writer.js";
 import { FerryError } from "../../src/core/errors.js";
 import { backupWithHooks, restoreWithHooks } from "../../src/drivers/hooks.js";
-import { SPOOL_PREFIX } from "../../src/drivers/spool.js";
 import type { Driver, RestoreResult, RestoreSession } from "../../src/drivers/types.js";
 import { asUser, ensureUser } from "../helpers/proc.js";
+import { spoolNames, testState } from "../helpers/state.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: drivers carry their own config types
 type AnyDriver = Driver<any>;
@@ -150,7 +149,12 @@ export async function backupArchive(
   opts: { signal?: AbortSignal; warnings?: string[]; onChunk?: () => void } = {},
 ): Promise<Buffer> {
   const warnings = opts.warnings ?? [];
-  const ctx = { app: app.name, signal: opts.signal ?? new AbortController().signal, warnings };
+  const ctx = {
+    app: app.name,
+    signal: opts.signal ?? new AbortController().signal,
+    warnings,
+    state: testState(),
+  };
   const chunks: Buffer[] = [];
   const archive = writeArchive(
     manifestFor(driver, app.name, app.settings),
@@ -185,7 +189,7 @@ export async function restoreArchive(
         signal,
         warnings,
         manifest: m,
-        stateDir: "/nonexistent",
+        state: testState(),
       });
     },
     entry: (h) => (session as RestoreSession).entry(h),
@@ -257,7 +261,7 @@ export async function archiveOf(
 }
 
 function spools(): string[] {
-  return readdirSync(tmpdir()).filter((n) => n.startsWith(SPOOL_PREFIX));
+  return spoolNames();
 }
 
 const HOOKS = ["pre_backup", "post_backup", "pre_restore", "post_restore"] as const;
@@ -365,6 +369,7 @@ export function runDriverSuite(opts: SuiteOptions): void {
         app: a.name,
         signal: new AbortController().signal,
         warnings: [],
+        state: testState(),
       })[Symbol.asyncIterator]();
       const first = await it.next();
       assert.equal(first.done, false);

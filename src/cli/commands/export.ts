@@ -48,7 +48,7 @@ function outputSink(path: string): Sink {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
   }
-  if (existing !== undefined && existing.isDirectory()) {
+  if (existing?.isDirectory()) {
     throw new FerryError("BAD_REQUEST", `-o ${path} is a directory; give a file name`);
   }
   if (existing === undefined || existing.isFile()) return fileSink(path);

@@ -2,7 +2,7 @@
  * POSIX pax (ustar + extended header) encoding and decoding of single tar headers.
  *
  * Ferry writes its own tar headers instead of using a tar library because the archive's
- * end record must hash an exact byte range of the stream (DESIGN.md, "Archive format"),
+ * end record must hash an exact byte range of the stream (docs/design.md, "A backup"),
  * and because the reader sits on a privilege boundary: it must enforce size limits on
  * every field before allocating, and reject rather than "repair" anything odd. The
  * output is checked against GNU tar and Python's tarfile in the tests.

@@ -31,7 +31,7 @@ async function* backupCommand(
   config: CommandConfig,
   ctx: DriverContext,
 ): AsyncGenerator<ArchiveEntry> {
-  const spool = Spool.create("command");
+  const spool = Spool.create(ctx.state, "command");
   try {
     const label = `backup_command of ${ctx.app}`;
     const helper = runHelper({
@@ -57,7 +57,7 @@ async function openCommandRestore(
   if (argv === undefined) {
     throw new FerryError("RESTORE_NOT_ALLOWED", `${ctx.app} has no restore_command`);
   }
-  const spool = Spool.create("command-restore");
+  const spool = Spool.create(ctx.state, "command-restore");
   let fd: number | undefined;
   let seen = false;
   let complete = false;

@@ -77,8 +77,8 @@ export const filesDriver: Driver<FilesConfig> = {
     return startRestore(config, ctx);
   },
 
-  recover(stateDir, log) {
-    recoverRestores(stateDir, log);
+  recover(state, apps, log) {
+    recoverRestores(state, apps, log);
   },
 };
 

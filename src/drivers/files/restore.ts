@@ -38,6 +38,7 @@ import {
   openRoot,
   RESOLVE_STRICT,
 } from "../../core/safe-fs.js";
+import { makePrivateDir } from "../../core/state-dir.js";
 import {
   DT_DIR,
   lchownAt,
@@ -74,12 +75,13 @@ import {
 } from "./archive-path.js";
 import type { FilesConfig } from "./config.js";
 import {
-  ensureStateDir,
   idAt,
   type Journal,
   type JournalRoot,
+  newRestoreId,
   removeJournal,
   removeLeftover,
+  stagingName,
   swapIn,
   writeJournal,
 } from "./journal.js";
@@ -290,8 +292,8 @@ export async function startRestore(
     );
   }
 
-  ensureStateDir(ctx.stateDir);
-  const id = randomBytes(6).toString("hex");
+  const id = newRestoreId(randomBytes(6));
+  const privilege = ctx.state.options;
   const roots: Root[] = [];
   const journal: Journal = {
     version: 1,
@@ -315,7 +317,7 @@ export async function startRestore(
         path,
         parentFd,
         name,
-        staging: `.${name}.ferry-restore-${id}`,
+        staging: stagingName(path, id),
         stagingFd: -1,
         existed: false,
       };
@@ -328,14 +330,18 @@ export async function startRestore(
       }
       journal.roots.push({ path, staging: root.staging, stagingId: "", existed: root.existed });
     }
-    writeJournal(ctx.stateDir, journal);
+    writeJournal(ctx.state, journal);
     for (const [i, root] of roots.entries()) {
-      mkdirAt(root.parentFd, root.staging, 0o700);
-      root.stagingFd = openDirBeneath(root.parentFd, root.staging);
+      // Root-owned 0700 at once (when ferryd holds capabilities): neither the backup user
+      // (ferryd's own uid) nor the app's owner can enter the tree while it is built, so
+      // nothing inside can be swapped between a mkdirat and the chown that follows it.
+      root.stagingFd = makePrivateDir(root.parentFd, root.staging, privilege, {
+        existing: "fail",
+      });
       const st = statFd(root.stagingFd);
       (journal.roots[i] as JournalRoot).stagingId = `${st.dev}:${st.ino}`;
     }
-    writeJournal(ctx.stateDir, journal);
+    writeJournal(ctx.state, journal);
   } catch (err) {
     for (const r of roots)
       removeLeftover(
@@ -344,7 +350,7 @@ export async function startRestore(
         false,
       );
     closeAll();
-    removeJournal(ctx.stateDir, ctx.app);
+    removeJournal(ctx.state, ctx.app);
     throw err instanceof FerryError
       ? err
       : new FerryError("RESTORE_FAILED", `cannot prepare the restore: ${explain(err)}`, {
@@ -414,7 +420,7 @@ export async function startRestore(
       );
       closeSync(r.parentFd);
     }
-    removeJournal(ctx.stateDir, ctx.app);
+    removeJournal(ctx.state, ctx.app);
   };
 
   const session: RestoreSession = {
@@ -565,7 +571,7 @@ export async function startRestore(
       }
       failpoint("restore-synced");
       journal.phase = "staged";
-      writeJournal(ctx.stateDir, journal);
+      writeJournal(ctx.state, journal);
       failpoint("restore-staged");
 
       const swapped: Root[] = [];
@@ -590,7 +596,7 @@ export async function startRestore(
         );
       }
       journal.phase = "cleanup";
-      writeJournal(ctx.stateDir, journal);
+      writeJournal(ctx.state, journal);
       failpoint("restore-before-cleanup");
       for (const [i, r] of roots.entries()) {
         closeSync(r.stagingFd);
@@ -604,7 +610,7 @@ export async function startRestore(
         }
         closeSync(r.parentFd);
       }
-      removeJournal(ctx.stateDir, ctx.app);
+      removeJournal(ctx.state, ctx.app);
       return { entries, bytes };
     },
 

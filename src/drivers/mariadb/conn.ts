@@ -64,12 +64,14 @@ export async function mariadb(
   signal: AbortSignal,
   db?: string,
 ): Promise<string[][]> {
+  const sandbox = await sandboxArgs(config, signal);
   const h = myHelper(
     config,
     [
       "mariadb",
       ...clientArgs(config),
       "--batch",
+      ...sandbox,
       "--skip-column-names",
       ...(db === undefined ? [] : [`--database=${db}`]),
       `--execute=${sql}`,
@@ -83,16 +85,21 @@ export async function mariadb(
     .map((l) => l.split("\t").map(unescapeBatch));
 }
 
-/** Runs an SQL script given on stdin (for statements with their own delimiters). */
+/**
+ * Runs an SQL script given on stdin (for statements with their own delimiters). Scripts
+ * carry definitions that came from an archive (views, routines, triggers), so the client
+ * runs them with `--sandbox` where it has it: no `\!`/`system`, `source`, `tee`.
+ */
 export async function mariadbScript(
   config: MariadbConfig,
   script: string,
   signal: AbortSignal,
   opts: { force?: boolean } = {},
 ): Promise<void> {
+  const sandbox = await sandboxArgs(config, signal);
   const h = myHelper(
     config,
-    ["mariadb", ...clientArgs(config), "--batch", ...(opts.force ? ["--force"] : [])],
+    ["mariadb", ...clientArgs(config), "--batch", ...sandbox, ...(opts.force ? ["--force"] : [])],
     { label: "mariadb", signal, stdin: "pipe" },
   );
   h.stdout?.resume();
@@ -109,6 +116,16 @@ export async function toolVersion(
 }
 
 let sandboxKnown: boolean | undefined;
+
+/**
+ * `["--sandbox"]` when the installed client has it, else `[]`. Every client run gets it:
+ * in sandbox mode the client refuses the commands that reach outside the database
+ * (`\!`/`system`, `source`, `tee`, `pager`), which an archive's SQL could otherwise use
+ * to run programs as the app's OS user.
+ */
+export async function sandboxArgs(config: MariadbConfig, signal: AbortSignal): Promise<string[]> {
+  return (await clientHasSandbox(config, signal)) ? ["--sandbox"] : [];
+}
 
 /** Whether this mariadb client has `--sandbox` (10.5.25, 10.6.18, 10.11.8, 11.x and later). */
 export async function clientHasSandbox(

@@ -109,7 +109,7 @@ export async function* backupLogical(
   const timeout = AbortSignal.timeout(timeoutMs(config));
   const signal = AbortSignal.any([ctx.signal, timeout]);
   let r: Redis | undefined;
-  const spool = Spool.create("redis");
+  const spool = Spool.create(ctx.state, "redis");
   try {
     let version: string;
     let keys: number;
@@ -154,7 +154,7 @@ export async function* backupRdb(
   const user = config.user;
   if (user === undefined) throw new FerryError("CONFIG_INVALID", 'mode = "rdb" needs os_user');
   const conn = config.conn;
-  const spool = Spool.create("redis-rdb", user);
+  const spool = Spool.create(ctx.state, "redis-rdb", user);
   try {
     const password = readPassword(conn);
     const label = `redis-cli --rdb of ${conn.host}:${conn.port}`;

@@ -1,20 +1,18 @@
 /** Opening a Redis connection for the driver: no retries, no offline queue, bounded waits. */
-import { readFileSync } from "node:fs";
 import { Redis } from "ioredis";
 import { FerryError } from "../../core/errors.js";
+import { readTrustedText } from "../../core/trusted-file.js";
 import type { RedisConnection } from "./config.js";
 
+/**
+ * The password: inline from the url, or read from `password_file` at every connect
+ * through the trusted walk (never by path, never through a symlink; a regular root-owned
+ * file with one link, in directories only root can write; see docs/security.md), so a
+ * file swapped after start-up is refused just as at start-up.
+ */
 export function readPassword(conn: RedisConnection): string | undefined {
   if (conn.passwordFile === undefined) return conn.password;
-  try {
-    return readFileSync(conn.passwordFile, "utf8").replace(/\r?\n$/, "");
-  } catch (err) {
-    throw new FerryError(
-      "CONFIG_INVALID",
-      `cannot read password_file ${conn.passwordFile}: ${(err as Error).message}`,
-      { cause: err },
-    );
-  }
+  return readTrustedText(conn.passwordFile, "password_file").replace(/\r?\n$/, "");
 }
 
 /**

@@ -123,7 +123,7 @@ export async function openRedisRestore(
     );
   }
   const conn = config.conn;
-  const spool = Spool.create("redis-restore");
+  const spool = Spool.create(ctx.state, "redis-restore");
   let current: "meta" | "keys" | undefined;
   let keysFd: number | undefined;
   let meta: Buffer[] = [];

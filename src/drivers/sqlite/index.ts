@@ -51,7 +51,7 @@ async function* backupSqlite(
   config: SqliteConfig,
   ctx: DriverContext,
 ): AsyncGenerator<ArchiveEntry> {
-  const spool = Spool.create("sqlite", config.user);
+  const spool = Spool.create(ctx.state, "sqlite", config.user);
   try {
     const label = `sqlite3 backup of ${config.path}`;
     // sqlite3 has no `--`; the database argument is an absolute path inside a file: URI,

@@ -49,7 +49,7 @@ describe("sqlite and command apps through a real ferryd", { skip, timeout: 120_0
       config,
       `version = 1
 socket = "${socket}"
-state_dir = "${run}/state"
+state_dir = "${dir}/state"
 
 [apps.db]
 driver = "sqlite"

@@ -15,6 +15,7 @@ import { runInNewContext } from "node:vm";
 import type { TarHeader } from "../../../src/core/archive/tar.js";
 import type { FilesConfig } from "../../../src/drivers/files/config.js";
 import { startRestore } from "../../../src/drivers/files/restore.js";
+import { testState } from "../../helpers/state.js";
 
 setFlagsFromString("--expose-gc");
 const gc = runInNewContext("gc") as () => void;
@@ -71,7 +72,7 @@ test("deep-path-memory: 4,000 entries with 4 KB paths keep under 256 bytes each"
         created: "",
         paths: [live],
       },
-      stateDir: join(dir, "state"),
+      state: testState(),
     });
     await session.entry(header("data/0/", "dir"));
     let deep = "data/0";

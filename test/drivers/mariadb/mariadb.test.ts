@@ -6,13 +6,15 @@
  * writer committing transfers for at most 6 s during one dump. Whole file: ~20-40 s.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { FerryError } from "../../../src/core/errors.js";
 import { type MariadbConfig, mariadbSchema } from "../../../src/drivers/mariadb/config.js";
 import { mariadbDriver } from "../../../src/drivers/mariadb/index.js";
 import { type MariaServer, startMariaServer } from "../../helpers/mariadb-server.js";
+import { testState } from "../../helpers/state.js";
 import {
   backupBytes,
   manifestOf,
@@ -263,6 +265,64 @@ describe("mariadb driver", { timeout: 180_000 }, () => {
     assert.deepEqual(await scratchDatabases(), []);
   });
 
+  test("mariadb-archive-runs-shell-command: \\! and system in a dump run nothing (--sandbox)", async (t) => {
+    const help = execFileSync("mariadb", ["--help"], { env: { PATH: "/usr/bin:/bin" } }).toString();
+    if (!/^\s+--sandbox\s/m.test(help)) {
+      t.skip("this mariadb client has no --sandbox");
+      return;
+    }
+    await my.sql(
+      "CREATE DATABASE tiny; CREATE TABLE tiny.t (x INT) ENGINE=InnoDB; INSERT INTO tiny.t VALUES (1)",
+    );
+    const cfg = config({ database: "tiny" });
+    const bytes = await backupBytes(mariadbDriver, cfg);
+    const entries = await readEntries(bytes);
+    const dir = mkdtempSync("/tmp/ferry-sandbox-");
+    chmodSync(dir, 0o777); // the app's OS user could create files here
+    try {
+      // Control: the client, without --sandbox, does run such a line as the app's user.
+      execFileSync(
+        "setpriv",
+        [
+          `--reuid=${my.user.uid}`,
+          `--regid=${my.user.gid}`,
+          "--init-groups",
+          "--",
+          "mariadb",
+          `--socket=${my.socket}`,
+          `--user=${my.user.name}`,
+          "--batch",
+        ],
+        { input: `\\! touch ${dir}/control\n`, env: { PATH: "/usr/bin:/bin" } },
+      );
+      assert.ok(existsSync(join(dir, "control")), "the control command did not run");
+      // The attacker's archive: the dump's own sandbox line removed, shell commands added.
+      const dump = Buffer.concat(entries.slice(1).map((e) => e.body))
+        .toString("utf8")
+        .replace(/^\/\*M!999999\\- enable the sandbox mode \*\/\n/m, "");
+      for (const evil of [`\\! touch ${dir}/bang\n`, `system touch ${dir}/system\n`]) {
+        const archive = await rebuildArchive(await manifestOf(bytes), [
+          entries[0] as { path: string; body: Buffer },
+          { path: "data/db/tiny/00000000.sql", body: Buffer.from(evil + dump) },
+        ]);
+        await assert.rejects(
+          restoreBytes(mariadbDriver, cfg, archive),
+          (e: unknown) =>
+            e instanceof FerryError && e.code === "HELPER_FAILED" && /sandbox/i.test(e.message),
+        );
+      }
+      assert.deepEqual(readdirSync(dir), ["control"], "a command from the archive ran");
+      assert.equal((await my.sql("SELECT x FROM t", "tiny")).trim(), "1");
+      assert.deepEqual(await scratchDatabases(), []);
+      // The dump itself (with its sandbox line) still restores.
+      await restoreBytes(mariadbDriver, cfg, bytes);
+      assert.equal((await my.sql("SELECT x FROM t", "tiny")).trim(), "1");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+      await my.sql("DROP DATABASE tiny");
+    }
+  });
+
   test("an archive cannot restore a database the app does not declare", async () => {
     await my.sql(
       "CREATE DATABASE other; CREATE TABLE other.t (x INT) ENGINE=InnoDB; INSERT INTO other.t VALUES (1)",
@@ -292,6 +352,7 @@ describe("mariadb driver", { timeout: 180_000 }, () => {
         app: "t",
         signal: new AbortController().signal,
         warnings: [],
+        state: testState(),
       })
       [Symbol.asyncIterator]();
     assert.equal((await it.next()).value?.header.path, "data/mariadb.json");

@@ -14,6 +14,7 @@ import { runHelper } from "../../../src/core/spawn.js";
 import { type PostgresConfig, postgresSchema } from "../../../src/drivers/postgres/config.js";
 import { postgresDriver } from "../../../src/drivers/postgres/index.js";
 import { type PgServer, runAs, startPgServer } from "../../helpers/pg-server.js";
+import { testState } from "../../helpers/state.js";
 import { backupBytes, manifestOf, readEntries, rebuildArchive, restoreBytes } from "./roundtrip.js";
 
 const ODD = `we'ird "db"/../host=x`;
@@ -398,6 +399,7 @@ describe("postgres driver", { timeout: 240_000 }, () => {
         app: "t",
         signal: new AbortController().signal,
         warnings: [],
+        state: testState(),
       })
       [Symbol.asyncIterator]();
     assert.equal((await it.next()).value?.header.path, "data/postgres.json");

@@ -7,6 +7,7 @@
 import { ArchiveParser } from "../../../src/core/archive/reader.js";
 import { writeArchive } from "../../../src/core/archive/writer.js";
 import type { Driver, RestoreResult } from "../../../src/drivers/types.js";
+import { testState } from "../../helpers/state.js";
 import { restoreArchive } from "../suite.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: drivers carry their own config types
@@ -18,7 +19,12 @@ export async function backupBytes(
   opts: { signal?: AbortSignal; warnings?: string[] } = {},
 ): Promise<Buffer> {
   const warnings = opts.warnings ?? [];
-  const ctx = { app: "test", signal: opts.signal ?? new AbortController().signal, warnings };
+  const ctx = {
+    app: "test",
+    signal: opts.signal ?? new AbortController().signal,
+    warnings,
+    state: testState(),
+  };
   const manifest = {
     app: "test",
     driver: driver.name,
