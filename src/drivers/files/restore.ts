@@ -444,7 +444,13 @@ export async function startRestore(
       const name = p.parts[p.parts.length - 1] as string;
       // Duplicates need no bookkeeping either: every creation below is exclusive
       // (mkdirat, O_EXCL, symlinkat, linkat), so a name made earlier fails with EEXIST.
-      const pfd = parentFd(p.root, parentRel);
+      let pfd: number;
+      try {
+        pfd = parentFd(p.root, parentRel);
+      } catch (err) {
+        if (!(err instanceof FerryError)) throw err;
+        throw unsafe(`entry ${JSON.stringify(h.path)}: ${err.message}`);
+      }
       const { uid, gid } = config;
       try {
         switch (h.type) {
