@@ -9,10 +9,55 @@
  * Names are handled as the bytes `getdents64` returned, never decoded: a name with a
  * byte-order mark or bytes that are not UTF-8 is removed like any other (a decoded name
  * may differ from the one on disk, and then the directory could never be emptied).
+ *
+ * A directory inside the tree whose mode keeps its own owner out (an archive may restore
+ * 0500 or 0000 directories) is made 0700 first when ferryd may do so (it owns it, or holds
+ * CAP_FOWNER): without CAP_DAC_OVERRIDE (user mode) it could not be emptied otherwise.
+ * The mode is changed on the directory's own descriptor, never through a path, and never
+ * on `parentFd` itself (the directory the tree is in is not the tree's).
  */
-import { closeSync } from "node:fs";
-import { openDirBeneath } from "./safe-fs.js";
-import { type Name, readDir, SysError, unlinkAt } from "./sys.js";
+import { chmodSync, closeSync, fchmodSync } from "node:fs";
+import { openDirBeneath, RESOLVE_STRICT } from "./safe-fs.js";
+import {
+  closeFd,
+  type Name,
+  O_CLOEXEC,
+  O_DIRECTORY,
+  O_PATH,
+  openat2,
+  readDir,
+  SysError,
+  unlinkAt,
+} from "./sys.js";
+
+const isAccess = (err: unknown): boolean =>
+  err instanceof SysError && (err.errnoName === "EACCES" || err.errnoName === "EPERM");
+
+/** Makes the directory `n` in `pfd` 0700 through an O_PATH descriptor of it (no symlink). */
+function openUp(pfd: number, n: Name): void {
+  const fd = openat2(pfd, n, O_PATH | O_DIRECTORY | O_CLOEXEC, 0, RESOLVE_STRICT);
+  try {
+    // fchmod does not take O_PATH descriptors; their /proc link names exactly this inode.
+    chmodSync(`/proc/self/fd/${fd}`, 0o700);
+  } finally {
+    closeFd(fd);
+  }
+}
+
+/** Runs `op`; if the directory held by `dirFd` keeps us out, makes it 0700 and retries once. */
+function withAccess(dirFd: number | undefined, op: () => void): void {
+  try {
+    op();
+  } catch (err) {
+    if (dirFd === undefined || !isAccess(err)) throw err;
+    try {
+      fchmodSync(dirFd, 0o700);
+    } catch {
+      throw err; // not ours to open up: the original error says more
+    }
+    op();
+  }
+}
 
 /** Removes `name` (a directory or anything else) inside the directory held by `parentFd`. */
 export function removeTreeAt(parentFd: number, name: Name): void {
@@ -33,7 +78,17 @@ export function removeTreeAt(parentFd: number, name: Name): void {
   const push = (pfd: number, n: Name): boolean => {
     let fd: number;
     try {
-      fd = openDirBeneath(pfd, n);
+      try {
+        fd = openDirBeneath(pfd, n);
+      } catch (err) {
+        if (!isAccess(err)) throw err;
+        try {
+          openUp(pfd, n);
+        } catch {
+          throw err;
+        }
+        fd = openDirBeneath(pfd, n);
+      }
     } catch (err) {
       if (err instanceof SysError && (err.errnoName === "ENOTDIR" || err.errnoName === "ELOOP")) {
         unlinkAt(pfd, n, false); // replaced by a non-directory meanwhile: remove the link itself
@@ -52,7 +107,7 @@ export function removeTreeAt(parentFd: number, name: Name): void {
       let descended = false;
       for (const d of readDir(top.fd)) {
         try {
-          unlinkAt(top.fd, d.name, false);
+          withAccess(top.fd, () => unlinkAt(top.fd, d.name, false));
         } catch (err) {
           if (!(err instanceof SysError)) throw err;
           if (err.errnoName === "ENOENT") continue;
@@ -67,7 +122,9 @@ export function removeTreeAt(parentFd: number, name: Name): void {
       stack.pop();
       closeSync(top.fd);
       try {
-        unlinkAt(top.parentFd, top.name, true);
+        // The parent is opened up only when it is part of the tree (a frame below).
+        const parentInTree = top.parentFd === parentFd ? undefined : top.parentFd;
+        withAccess(parentInTree, () => unlinkAt(top.parentFd, top.name, true));
       } catch (err) {
         if (!(err instanceof SysError) || err.errnoName !== "ENOENT") throw err;
       }
