@@ -9,7 +9,7 @@
  *   directory (no staging left), ferryd's restore journals (none left);
  * - a refused restore left the application's tree exactly as it was.
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { once } from "node:events";
 import {
@@ -79,20 +79,34 @@ export function snapshot(root: string): string {
     let what: string;
     if (st.isSymbolicLink())
       what = `link ${readlinkSync(p, { encoding: "buffer" }).toString("hex")}`;
-    else if (st.isFile())
-      what = `file ${st.size} ${createHash("sha256").update(readFileSync(p)).digest("hex").slice(0, 16)} nlink ${st.nlink}`;
+    else if (st.isFile()) what = `file ${st.size} ${digest(p)} nlink ${st.nlink}`;
     else if (st.isDirectory()) what = "dir";
     else what = `other ${st.mode}`;
     out.push(
       `${rel.toString("hex")} ${what} ${(st.mode & 0o7777).toString(8)} ${st.uid}:${st.gid}`,
     );
     if (st.isDirectory()) {
-      const names = readdirSync(p, { encoding: "buffer" }).sort(Buffer.compare);
+      let names: Buffer[];
+      try {
+        names = readdirSync(p, { encoding: "buffer" }).sort(Buffer.compare);
+      } catch (err) {
+        // A restored mode may lock even the owner out (the fuzzer runs as ferryd's uid).
+        out.push(`${rel.toString("hex")} unreadable ${(err as NodeJS.ErrnoException).code}`);
+        return;
+      }
       for (const n of names) walk(rel.length === 0 ? n : Buffer.concat([rel, Buffer.from("/"), n]));
     }
   };
   walk(Buffer.alloc(0));
   return out.join("\n");
+}
+
+function digest(p: Buffer): string {
+  try {
+    return createHash("sha256").update(readFileSync(p)).digest("hex").slice(0, 16);
+  } catch (err) {
+    return `unreadable ${(err as NodeJS.ErrnoException).code}`;
+  }
 }
 
 function kb(pid: number, field: string): number {
@@ -218,11 +232,21 @@ export async function startTarget(): Promise<Target> {
       const k = setTimeout(() => child.kill("SIGKILL"), 10_000);
       const [code] = (await once(child, "exit")) as [number | null];
       clearTimeout(k);
-      rmSync(dir, { recursive: true, force: true });
+      removeAll(dir);
       return code;
     },
   };
   return t;
+}
+
+/** Removes the fuzzing directory, also when an input left directories its owner cannot write. */
+function removeAll(dir: string): void {
+  try {
+    rmSync(dir, { recursive: true, force: true });
+  } catch {
+    execFileSync("chmod", ["-R", "u+rwx", dir]);
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 function journals(dir: string): string[] {

@@ -34,7 +34,6 @@ import {
   explain,
   isDirMode,
   openBeneath,
-  openDirBeneath,
   openRoot,
   RESOLVE_STRICT,
 } from "../../core/safe-fs.js";
@@ -49,6 +48,7 @@ import {
   O_DIRECTORY,
   O_EXCL,
   O_NOFOLLOW,
+  O_PATH,
   O_RDONLY,
   O_WRONLY,
   openat2,
@@ -324,8 +324,11 @@ export async function startRestore(
       roots.push(root);
       const live = idAt(parentFd, name);
       if (live !== undefined) {
-        const fd = openDirBeneath(parentFd, name); // must be a real directory, not a link
-        closeSync(fd);
+        // Must be a real directory, not a link. O_PATH: its mode may keep even its owner
+        // out (an earlier archive may have set 0000), which must not block the next restore.
+        closeSync(
+          openat2(parentFd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0, RESOLVE_STRICT),
+        );
         root.existed = true;
       }
       journal.roots.push({ path, staging: root.staging, stagingId: "", existed: root.existed });
