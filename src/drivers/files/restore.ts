@@ -30,13 +30,7 @@ import type { TarHeader } from "../../core/archive/tar.js";
 import { readCaps } from "../../core/caps.js";
 import { FerryError } from "../../core/errors.js";
 import { failpoint } from "../../core/failpoint.js";
-import {
-  explain,
-  isDirMode,
-  openBeneath,
-  openRoot,
-  RESOLVE_STRICT,
-} from "../../core/safe-fs.js";
+import { explain, isDirMode, openBeneath, openRoot, RESOLVE_STRICT } from "../../core/safe-fs.js";
 import { makePrivateDir } from "../../core/state-dir.js";
 import {
   DT_DIR,
