@@ -59,6 +59,12 @@ export const ERRORS = {
     exit: "failure",
     description: "ferryd already runs `limits.max_jobs` backups and restores; try again later.",
   },
+  TOO_MANY_STREAMS: {
+    status: 503,
+    exit: "failure",
+    description:
+      "ferryd already serves the most `GET /v1/events` streams it allows (per peer uid, or in all); close one and try again.",
+  },
   JOB_NOT_FOUND: {
     status: 404,
     exit: "failure",

@@ -10,6 +10,7 @@
 import { FerryError } from "./errors.js";
 import {
   AT_FDCWD,
+  type Name,
   O_CLOEXEC,
   O_DIRECTORY,
   O_NOFOLLOW,
@@ -48,17 +49,17 @@ export function openRoot(path: string): number {
 }
 
 /** Opens a single name below a held directory descriptor, never following a symlink. */
-export function openBeneath(dirfd: number, name: string, flags: number, mode = 0): number {
+export function openBeneath(dirfd: number, name: Name, flags: number, mode = 0): number {
   return openat2(dirfd, name, flags | O_NOFOLLOW | O_CLOEXEC, mode, RESOLVE_STRICT);
 }
 
 /** Opens a subdirectory; a symlink or a non-directory in its place fails (ELOOP, ENOTDIR). */
-export function openDirBeneath(dirfd: number, name: string): number {
+export function openDirBeneath(dirfd: number, name: Name): number {
   return openBeneath(dirfd, name, O_RDONLY | O_DIRECTORY);
 }
 
 /** Opens a file for reading; O_NONBLOCK so a FIFO swapped in cannot block the open. */
-export function openFileBeneath(dirfd: number, name: string): number {
+export function openFileBeneath(dirfd: number, name: Name): number {
   return openBeneath(dirfd, name, O_RDONLY | O_NONBLOCK);
 }
 

@@ -5,15 +5,66 @@
  * from its parent's descriptor and every name is unlinked relative to a held descriptor.
  * A name that turns out to be a symlink (or anything else) is unlinked itself, never its
  * target. Depth is bounded by an explicit stack, not recursion.
+ *
+ * Names are handled as the bytes `getdents64` returned, never decoded: a name with a
+ * byte-order mark or bytes that are not UTF-8 is removed like any other (a decoded name
+ * may differ from the one on disk, and then the directory could never be emptied).
+ *
+ * A directory inside the tree whose mode keeps its own owner out (an archive may restore
+ * 0500 or 0000 directories) is made 0700 first when ferryd may do so (it owns it, or holds
+ * CAP_FOWNER): without CAP_DAC_OVERRIDE (user mode) it could not be emptied otherwise.
+ * The mode is changed on the directory's own descriptor, never through a path, and never
+ * on `parentFd` itself (the directory the tree is in is not the tree's).
  */
-import { closeSync } from "node:fs";
-import { openDirBeneath } from "./safe-fs.js";
-import { readDir, SysError, statAt, statFd, unlinkAt } from "./sys.js";
+import { chmodSync, closeSync, fchmodSync } from "node:fs";
+import { openDirBeneath, RESOLVE_STRICT } from "./safe-fs.js";
+import {
+  closeFd,
+  type Name,
+  O_CLOEXEC,
+  O_DIRECTORY,
+  O_NOFOLLOW,
+  O_PATH,
+  O_RDONLY,
+  openat2,
+  readDir,
+  SysError,
+  statAt,
+  statFd,
+  unlinkAt,
+} from "./sys.js";
 
-const decoder = new TextDecoder("utf-8", { fatal: false });
+const isAccess = (err: unknown): boolean =>
+  err instanceof SysError && (err.errnoName === "EACCES" || err.errnoName === "EPERM");
+
+/** Makes the directory `n` in `pfd` 0700 through an O_PATH descriptor of it (no symlink). */
+function openUp(pfd: number, n: Name): void {
+  const fd = openat2(pfd, n, O_PATH | O_DIRECTORY | O_CLOEXEC, 0, RESOLVE_STRICT);
+  try {
+    // fchmod does not take O_PATH descriptors; their /proc link names exactly this inode.
+    chmodSync(`/proc/self/fd/${fd}`, 0o700);
+  } finally {
+    closeFd(fd);
+  }
+}
+
+/** Runs `op`; if the directory held by `dirFd` keeps us out, makes it 0700 and retries once. */
+function withAccess(dirFd: number | undefined, op: () => void): void {
+  try {
+    op();
+  } catch (err) {
+    if (dirFd === undefined || !isAccess(err)) throw err;
+    try {
+      fchmodSync(dirFd, 0o700);
+    } catch {
+      throw err; // not ours to open up: the original error says more
+    }
+    op();
+  }
+}
 
 /** Removes `name` (a directory or anything else) inside the directory held by `parentFd`. */
-export function removeTreeAt(parentFd: number, name: string): void {
+export function removeTreeAt(parentFd: number, name: Name): void {
   try {
     unlinkAt(parentFd, name, false);
     return; // not a directory: gone
@@ -25,13 +76,23 @@ export function removeTreeAt(parentFd: number, name: string): void {
   interface Frame {
     fd: number;
     parentFd: number;
-    name: string;
+    name: Name;
   }
   const stack: Frame[] = [];
-  const push = (pfd: number, n: string): boolean => {
+  const push = (pfd: number, n: Name): boolean => {
     let fd: number;
     try {
-      fd = openDirBeneath(pfd, n);
+      try {
+        fd = openDirBeneath(pfd, n);
+      } catch (err) {
+        if (!isAccess(err)) throw err;
+        try {
+          openUp(pfd, n);
+        } catch {
+          throw err;
+        }
+        fd = openDirBeneath(pfd, n);
+      }
     } catch (err) {
       if (err instanceof SysError && (err.errnoName === "ENOTDIR" || err.errnoName === "ELOOP")) {
         unlinkAt(pfd, n, false); // replaced by a non-directory meanwhile: remove the link itself
@@ -49,17 +110,13 @@ export function removeTreeAt(parentFd: number, name: string): void {
       const top = stack[stack.length - 1] as Frame;
       let descended = false;
       for (const d of readDir(top.fd)) {
-        // Raw bytes may not be UTF-8; koffi needs a string, so decode losslessly where we
-        // can and skip (leave) names we cannot express.
-        const n = decoder.decode(d.name);
-        if (!Buffer.from(n).equals(d.name)) continue;
         try {
-          unlinkAt(top.fd, n, false);
+          withAccess(top.fd, () => unlinkAt(top.fd, d.name, false));
         } catch (err) {
           if (!(err instanceof SysError)) throw err;
           if (err.errnoName === "ENOENT") continue;
           if (err.errnoName !== "EISDIR" && err.errnoName !== "EPERM") throw err;
-          if (push(top.fd, n)) {
+          if (push(top.fd, d.name)) {
             descended = true;
             break;
           }
@@ -69,7 +126,9 @@ export function removeTreeAt(parentFd: number, name: string): void {
       stack.pop();
       closeSync(top.fd);
       try {
-        unlinkAt(top.parentFd, top.name, true);
+        // The parent is opened up only when it is part of the tree (a frame below).
+        const parentInTree = top.parentFd === parentFd ? undefined : top.parentFd;
+        withAccess(parentInTree, () => unlinkAt(top.parentFd, top.name, true));
       } catch (err) {
         if (!(err instanceof SysError) || err.errnoName !== "ENOENT") throw err;
       }
@@ -98,12 +157,18 @@ export function idOf(fd: number): string {
  */
 export function removeDirIfSame(
   parentFd: number,
-  name: string,
+  name: Name,
   expectedId: string,
 ): "removed" | "absent" | "foreign" {
-  let fd: number;
+  let pathFd: number;
   try {
-    fd = openDirBeneath(parentFd, name);
+    pathFd = openat2(
+      parentFd,
+      name,
+      O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
+      0,
+      RESOLVE_STRICT,
+    );
   } catch (err) {
     if (err instanceof SysError && err.errnoName === "ENOENT") return "absent";
     if (err instanceof SysError && (err.errnoName === "ENOTDIR" || err.errnoName === "ELOOP")) {
@@ -112,10 +177,25 @@ export function removeDirIfSame(
     throw err;
   }
   try {
-    if (idOf(fd) !== expectedId) return "foreign";
-    removeChildren(fd);
+    if (idOf(pathFd) !== expectedId) return "foreign";
+    // The directory itself, reopened through the descriptor just checked; a mode that keeps
+    // even its owner out (0000, 0500: an archive may say so) is opened up on that inode.
+    const open = () => openat2(pathFd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0, RESOLVE_STRICT);
+    let fd: number;
+    try {
+      fd = open();
+    } catch (err) {
+      if (!isAccess(err)) throw err;
+      chmodSync(`/proc/self/fd/${pathFd}`, 0o700);
+      fd = open();
+    }
+    try {
+      withAccess(fd, () => removeChildren(fd));
+    } finally {
+      closeSync(fd);
+    }
   } finally {
-    closeSync(fd);
+    closeFd(pathFd);
   }
   try {
     const st = statAt(parentFd, name);
@@ -141,11 +221,7 @@ export function removeChildren(fd: number): void {
   for (let pass = 0; pass < 3; pass++) {
     const entries = readDir(fd);
     if (entries.length === 0) return;
-    for (const d of entries) {
-      const n = decoder.decode(d.name);
-      if (!Buffer.from(n).equals(d.name)) continue;
-      removeTreeAt(fd, n);
-    }
+    for (const d of entries) removeTreeAt(fd, d.name); // names as bytes
   }
   if (readDir(fd).length > 0) {
     throw new SysError("unlinkat", 39, "ENOTEMPTY", "(entries that could not be removed)");

@@ -30,9 +30,45 @@ for (const [name, value] of Object.entries(koffi.os.errno)) {
 
 export const E = koffi.os.errno as Record<string, number>;
 
-function fail(syscall: string, target?: string): never {
+function fail(syscall: string, target?: Name): never {
   const errno = koffi.errno();
-  throw new SysError(syscall, errno, errnoNames.get(errno) ?? `errno ${errno}`, target);
+  throw new SysError(
+    syscall,
+    errno,
+    errnoNames.get(errno) ?? `errno ${errno}`,
+    target === undefined ? undefined : nameText(target),
+  );
+}
+
+/**
+ * A name or path as the kernel sees it. Linux names are bytes and need not be UTF-8, so
+ * every call that takes one accepts a Buffer (the exact bytes, e.g. from `readDir`) as
+ * well as a string (encoded as UTF-8). Text is only for messages; bytes decide what is
+ * touched.
+ */
+export type Name = string | Buffer;
+
+const NUL = Buffer.alloc(1);
+
+/** The NUL-terminated bytes koffi hands to a `const char *` parameter. */
+function cstr(n: Name): string | Buffer {
+  if (typeof n === "string") return n;
+  if (n.includes(0)) throw new SysError("name", E.EINVAL ?? 22, "EINVAL", nameText(n));
+  return Buffer.concat([n, NUL]);
+}
+
+/** A name for messages only: UTF-8 where it is, with invalid bytes shown as \xNN. */
+export function nameText(n: Name): string {
+  if (typeof n === "string") return n;
+  const text = n.toString("utf8");
+  if (Buffer.from(text).equals(n) && !text.startsWith("\ufeff")) return text;
+  let out = "";
+  for (const b of n)
+    out +=
+      b >= 0x20 && b < 0x7f && b !== 0x5c
+        ? String.fromCharCode(b)
+        : `\\x${b.toString(16).padStart(2, "0")}`;
+  return out;
 }
 
 // --- constants (Linux, identical on x86_64 and aarch64) ---------------------------------
@@ -122,19 +158,19 @@ export function getPeerCred(fd: number): PeerCred {
 /** openat2(2): resolve `path` relative to `dirfd` under the given RESOLVE_* rules. */
 export function openat2(
   dirfd: number,
-  path: string,
+  path: Name,
   flags: number,
   mode: number,
   resolve: number,
 ): number {
+  const p = cstr(path);
+  const pType = typeof p === "string" ? "str" : "void *";
   const how = Buffer.alloc(24);
   how.writeBigUInt64LE(BigInt(flags), 0);
   how.writeBigUInt64LE(BigInt(mode), 8);
   how.writeBigUInt64LE(BigInt(resolve), 16);
   for (;;) {
-    const fd = Number(
-      c.syscall(SYS_openat2, "int", dirfd, "str", path, "void *", how, "size_t", 24),
-    );
+    const fd = Number(c.syscall(SYS_openat2, "int", dirfd, pType, p, "void *", how, "size_t", 24));
     if (fd >= 0) return fd;
     // EAGAIN: the kernel saw a concurrent rename and refuses to guess; asking again is safe.
     if (koffi.errno() === E.EAGAIN) continue;
@@ -175,9 +211,10 @@ function decodeStatx(b: Buffer): Stat {
 }
 
 /** fstatat without following a final symlink; `name` must be a single component. */
-export function statAt(dirfd: number, name: string): Stat {
+export function statAt(dirfd: number, name: Name): Stat {
   const b = Buffer.alloc(256);
-  if (c.statx(dirfd, name, AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, b) !== 0) fail("statx", name);
+  if (c.statx(dirfd, cstr(name), AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, b) !== 0)
+    fail("statx", name);
   return decodeStatx(b);
 }
 
@@ -232,61 +269,97 @@ export function readDir(fd: number): Dirent[] {
 }
 const DOTDOT = Buffer.from("..");
 
+/** Rewinds a directory descriptor, so the next readDirBatch starts from its first entry. */
+export function rewindDir(fd: number): void {
+  if (Number(c.lseek(fd, 0, 0)) < 0) fail("lseek");
+}
+
+/**
+ * One getdents64 call from the descriptor's current position into `buf`: the next batch
+ * of entries (without `.` and `..`), or [] at the end. For walking huge directories
+ * without listing them into memory at once.
+ */
+export function readDirBatch(fd: number, buf: Buffer): Dirent[] {
+  const out: Dirent[] = [];
+  for (;;) {
+    const n = Number(c.getdents64(fd, buf, buf.length));
+    if (n < 0) fail("getdents64");
+    if (n === 0) return out;
+    let off = 0;
+    while (off < n) {
+      const reclen = buf.readUInt16LE(off + 16);
+      const type = buf.readUInt8(off + 18);
+      const nameStart = off + 19;
+      let nameEnd = nameStart;
+      while (nameEnd < off + reclen && buf[nameEnd] !== 0) nameEnd++;
+      const name = Buffer.from(buf.subarray(nameStart, nameEnd));
+      off += reclen;
+      if ((name.length === 1 && name[0] === 0x2e) || (name.length === 2 && name.equals(DOTDOT))) {
+        continue;
+      }
+      out.push({ name, type });
+    }
+    if (out.length > 0) return out;
+  }
+}
+
 // --- links, directories, renames, owners ------------------------------------------------
 
 /** readlinkat: the target text of the symlink `name` in `dirfd`, as raw bytes. */
-export function readLinkAt(dirfd: number, name: string): Buffer {
+export function readLinkAt(dirfd: number, name: Name): Buffer {
   const buf = Buffer.alloc(4097);
-  const n = Number(c.readlinkat(dirfd, name, buf, buf.length));
+  const n = Number(c.readlinkat(dirfd, cstr(name), buf, buf.length));
   if (n < 0) fail("readlinkat", name);
-  if (n >= buf.length) throw new SysError("readlinkat", E.ENAMETOOLONG ?? 36, "ENAMETOOLONG", name);
+  if (n >= buf.length)
+    throw new SysError("readlinkat", E.ENAMETOOLONG ?? 36, "ENAMETOOLONG", nameText(name));
   return Buffer.from(buf.subarray(0, n));
 }
 
-export function mkdirAt(dirfd: number, name: string, mode: number): void {
-  if (c.mkdirat(dirfd, name, mode) !== 0) fail("mkdirat", name);
+export function mkdirAt(dirfd: number, name: Name, mode: number): void {
+  if (c.mkdirat(dirfd, cstr(name), mode) !== 0) fail("mkdirat", name);
 }
 
-export function symlinkAt(target: string, dirfd: number, name: string): void {
-  if (c.symlinkat(target, dirfd, name) !== 0) fail("symlinkat", name);
+export function symlinkAt(target: Name, dirfd: number, name: Name): void {
+  if (c.symlinkat(cstr(target), dirfd, cstr(name)) !== 0) fail("symlinkat", name);
 }
 
 /** linkat without AT_SYMLINK_FOLLOW: links exactly the inode named, never a link's target. */
-export function linkAt(oldDirfd: number, oldName: string, newDirfd: number, newName: string): void {
-  if (c.linkat(oldDirfd, oldName, newDirfd, newName, 0) !== 0) fail("linkat", newName);
+export function linkAt(oldDirfd: number, oldName: Name, newDirfd: number, newName: Name): void {
+  if (c.linkat(oldDirfd, cstr(oldName), newDirfd, cstr(newName), 0) !== 0) fail("linkat", newName);
 }
 
-export function unlinkAt(dirfd: number, name: string, removeDir: boolean): void {
-  if (c.unlinkat(dirfd, name, removeDir ? AT_REMOVEDIR : 0) !== 0) fail("unlinkat", name);
+export function unlinkAt(dirfd: number, name: Name, removeDir: boolean): void {
+  if (c.unlinkat(dirfd, cstr(name), removeDir ? AT_REMOVEDIR : 0) !== 0) fail("unlinkat", name);
 }
 
 export function renameAt2(
   oldDirfd: number,
-  oldName: string,
+  oldName: Name,
   newDirfd: number,
-  newName: string,
+  newName: Name,
   flags: number,
 ): void {
-  if (c.renameat2(oldDirfd, oldName, newDirfd, newName, flags) !== 0) fail("renameat2", newName);
+  if (c.renameat2(oldDirfd, cstr(oldName), newDirfd, cstr(newName), flags) !== 0)
+    fail("renameat2", newName);
 }
 
 /** lchown relative to a directory descriptor (never follows a symlink). */
-export function lchownAt(dirfd: number, name: string, uid: number, gid: number): void {
-  if (c.fchownat(dirfd, name, uid, gid, AT_SYMLINK_NOFOLLOW) !== 0) fail("fchownat", name);
+export function lchownAt(dirfd: number, name: Name, uid: number, gid: number): void {
+  if (c.fchownat(dirfd, cstr(name), uid, gid, AT_SYMLINK_NOFOLLOW) !== 0) fail("fchownat", name);
 }
 
 /**
  * utimensat on `name` in `dirfd` without following a symlink; `name` "" with AT_EMPTY_PATH
  * is not supported by utimensat, so pass the entry's own name.
  */
-export function setTimesAt(dirfd: number, name: string, sec: number, nsec: number): void {
+export function setTimesAt(dirfd: number, name: Name, sec: number, nsec: number): void {
   const ts = Buffer.alloc(32);
   // atime = mtime: Ferry archives carry only the modification time.
   for (const off of [0, 16]) {
     ts.writeBigInt64LE(BigInt(sec), off);
     ts.writeBigInt64LE(BigInt(nsec), off + 8);
   }
-  if (c.utimensat(dirfd, name, ts, AT_SYMLINK_NOFOLLOW) !== 0) fail("utimensat", name);
+  if (c.utimensat(dirfd, cstr(name), ts, AT_SYMLINK_NOFOLLOW) !== 0) fail("utimensat", name);
 }
 
 /** futimens: set atime and mtime (= mtime) of an open descriptor, to the nanosecond. */

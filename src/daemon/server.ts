@@ -10,6 +10,17 @@
  * connections (keepAliveTimeout = idle_timeout), bodies on endpoints that take no archive
  * (max_body_bytes), total time of ordinary requests (request_timeout), and, for jobs, the
  * registry's job limits plus stalled-client detection in the backup and restore handlers.
+ *
+ * Every connection has a deadline in every state (README, "Limits"):
+ * - waiting for a request head: idle_timeout from accept or from the previous response;
+ * - a request body: idle_timeout without a byte (archives) or request_timeout in all;
+ * - a client that stops reading what ferryd sends (any response, an event stream): closed
+ *   once nothing of the pending output moved for 2 × idle_timeout (connection watchdog);
+ * - a malformed request (parse error, mid-body included): answered when no response has
+ *   started, and the socket is destroyed at once after that answer or within 1 s;
+ * - a client that half-closed: its request is served or cancelled, then the socket closes.
+ * `GET /v1/events` streams are capped per peer uid and in all, and carry a heartbeat every
+ * idle_timeout / 2, so an idle stream is still one whose reader the watchdog can judge.
  */
 import {
   createServer as createHttpServer,
@@ -18,6 +29,7 @@ import {
   type ServerResponse,
 } from "node:http";
 import { createServer as createNetServer, type Server, type Socket } from "node:net";
+import type { Duplex } from "node:stream";
 import type { AppDetail, AppSummary, VersionInfo } from "../api/types.js";
 import { API_VERSION } from "../api/types.js";
 import { FerryError } from "../core/errors.js";
@@ -50,6 +62,26 @@ export interface RequestContext {
 }
 
 const EVENT_BUFFER_MAX = 1024 * 1024;
+/** Most `GET /v1/events` streams one peer uid may hold at once. */
+export const EVENT_STREAMS_PER_PEER = 4;
+/** Most `GET /v1/events` streams in all (and never more than a quarter of max_connections). */
+export const EVENT_STREAMS_MAX = 64;
+/** How long a malformed request's answer may take to leave before the socket is destroyed. */
+const CLIENT_ERROR_LINGER_MS = 1000;
+
+const STATUS_TEXT: Record<number, string> = {
+  400: "Bad Request",
+  408: "Request Timeout",
+  413: "Payload Too Large",
+  431: "Request Header Fields Too Large",
+};
+
+/** Progress of a connection's output, as the watchdog last saw it. */
+interface OutputProgress {
+  dispatched: number;
+  since: number;
+}
+
 /** Health results are reused for 5 s; a caller waits at most 15 s for one. */
 const HEALTH_BOUNDS = { ttlMs: 5_000, timeoutMs: 15_000 };
 
@@ -62,7 +94,9 @@ export class FerryDaemon {
   private readonly net: Server;
   private allowed: Set<number>;
   private stopping = false;
-  private readonly eventStreams = new Set<ServerResponse>();
+  private readonly eventStreams = new Map<ServerResponse, number>(); // → peer uid
+  private readonly watchdog: NodeJS.Timeout;
+  private readonly progress = new WeakMap<Socket, OutputProgress>();
   /** Accepted sockets (the HTTP servers never listen, so Node does not track them). */
   private readonly sockets = new Set<Socket>();
   /** Per socket: the deadline for its next complete request head. */
@@ -97,16 +131,10 @@ export class FerryDaemon {
       handler,
     );
     for (const server of [this.http, this.pairHttp]) {
-      server.on("clientError", (err, socket) => {
-        const code = (err as NodeJS.ErrnoException).code;
-        const status =
-          code === "HPE_HEADER_OVERFLOW" ? 431 : code === "ERR_HTTP_REQUEST_TIMEOUT" ? 408 : 400;
-        if (socket.writable)
-          socket.end(`HTTP/1.1 ${status} Bad Request\r\nConnection: close\r\n\r\n`);
-        else socket.destroy();
-        log.debug({ err: err.message, code }, "client error");
-      });
+      server.on("clientError", (err, socket) => this.clientError(err, socket));
     }
+    this.watchdog = setInterval(() => this.checkStalled(), Math.min(1000, l.idle_timeout * 500));
+    this.watchdog.unref();
     this.net = createNetServer({ pauseOnConnect: true }, (socket) =>
       this.accept(socket, this.http),
     );
@@ -174,6 +202,7 @@ export class FerryDaemon {
   async shutdown(graceMs: number): Promise<void> {
     this.stopping = true;
     this.net.close();
+    clearInterval(this.watchdog);
     if (this.jobs.runningCount() > 0) {
       this.log.info(
         { jobs: this.jobs.runningCount(), grace_s: graceMs / 1000 },
@@ -184,7 +213,7 @@ export class FerryDaemon {
         await this.jobs.drain(60_000);
       }
     }
-    for (const res of this.eventStreams) res.end();
+    for (const res of this.eventStreams.keys()) res.end();
     for (const socket of this.sockets) socket.destroy();
   }
 
@@ -235,6 +264,65 @@ export class FerryDaemon {
     if (server === this.http) this.armHeadTimer(socket);
     server.emit("connection", socket);
     socket.resume();
+  }
+
+  /**
+   * A request that cannot be parsed (bad head, a chunked body that turns malformed, a head
+   * over max_header_bytes): answered with a status when no response has started on the
+   * connection, and the socket is destroyed in every case, at once after the answer left
+   * or after CLIENT_ERROR_LINGER_MS. Ending it gracefully is not enough: a request that
+   * was being read may have paused the socket, and a paused socket never sees the client's
+   * FIN, so it would stay open (and count against max_connections) for ever.
+   */
+  private clientError(err: Error, socket: Duplex): void {
+    const code = (err as NodeJS.ErrnoException).code;
+    this.log.debug({ err: err.message, code }, "client error");
+    const current = (socket as { _httpMessage?: ServerResponse })._httpMessage;
+    if (!socket.writable || socket.destroyed || current?.headersSent === true) {
+      socket.destroy();
+      return;
+    }
+    const status =
+      code === "HPE_HEADER_OVERFLOW"
+        ? 431
+        : code === "ERR_HTTP_REQUEST_TIMEOUT"
+          ? 408
+          : code === "HPE_CHUNK_EXTENSIONS_OVERFLOW"
+            ? 413
+            : 400;
+    const body = `${JSON.stringify({ error: { code: status === 431 || status === 413 ? "PAYLOAD_TOO_LARGE" : "BAD_REQUEST", message: "malformed request" } })}\n`;
+    const timer = setTimeout(() => socket.destroy(), CLIENT_ERROR_LINGER_MS);
+    timer.unref();
+    socket.once("close", () => clearTimeout(timer));
+    socket.end(
+      `HTTP/1.1 ${status} ${STATUS_TEXT[status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      () => socket.destroy(),
+    );
+  }
+
+  /**
+   * The connection watchdog: a connection with output pending that did not move for
+   * 2 × idle_timeout belongs to a client that stopped reading, whatever state its request
+   * is in, and is destroyed. (The backup handler notices a stalled reader after
+   * idle_timeout itself and fails the job with CLIENT_TIMEOUT; this is the backstop for
+   * every other response and for event streams.) One timer for all connections.
+   */
+  private checkStalled(): void {
+    const now = Date.now();
+    const limit = 2 * this.config.limits.idle_timeout * 1000;
+    for (const socket of this.sockets) {
+      const pending = socket.writableLength;
+      const dispatched = socket.bytesWritten - pending;
+      const last = this.progress.get(socket);
+      if (pending === 0 || last === undefined || last.dispatched !== dispatched) {
+        this.progress.set(socket, { dispatched, since: now });
+        continue;
+      }
+      if (now - last.since >= limit) {
+        this.log.debug({ pending }, "closing a connection whose client stopped reading");
+        socket.destroy();
+      }
+    }
   }
 
   /**
@@ -367,20 +455,54 @@ export class FerryDaemon {
     throw new FerryError("NOT_FOUND", `no such path ${url.pathname}`);
   }
 
-  /** GET /v1/events: newline-delimited JSON until the client goes away. */
+  /**
+   * GET /v1/events: newline-delimited JSON until the client goes away. At most
+   * EVENT_STREAMS_PER_PEER per peer uid and EVENT_STREAMS_MAX in all; a heartbeat line every
+   * idle_timeout / 2 keeps an idle stream distinguishable from a stalled one.
+   */
   private streamEvents(req: IncomingMessage, res: ServerResponse, ctx: RequestContext): void {
+    // A stream reads no body: one would be left unread, pausing the socket for good.
+    if (
+      req.headers["transfer-encoding"] !== undefined ||
+      Number(req.headers["content-length"] ?? 0) > 0
+    ) {
+      res.shouldKeepAlive = false;
+      throw new FerryError("PAYLOAD_TOO_LARGE", "GET /v1/events takes no body");
+    }
+    let mine = 0;
+    for (const uid of this.eventStreams.values()) if (uid === ctx.peer.uid) mine++;
+    const total = Math.min(
+      EVENT_STREAMS_MAX,
+      Math.max(1, Math.floor(this.config.limits.max_connections / 4)),
+    );
+    if (mine >= EVENT_STREAMS_PER_PEER || this.eventStreams.size >= total) {
+      throw new FerryError(
+        "TOO_MANY_STREAMS",
+        mine >= EVENT_STREAMS_PER_PEER
+          ? `uid ${ctx.peer.uid} already holds ${mine} event streams (at most ${EVENT_STREAMS_PER_PEER})`
+          : `ferryd already serves ${this.eventStreams.size} event streams (at most ${total})`,
+      );
+    }
     res.writeHead(200, { "Content-Type": "application/x-ndjson", "Cache-Control": "no-store" });
     res.write(
       `${JSON.stringify({ time: new Date().toISOString(), type: "hello", jobs: this.jobs.list() })}\n`,
     );
-    this.eventStreams.add(res);
-    res.once("close", () => this.eventStreams.delete(res));
+    this.eventStreams.set(res, ctx.peer.uid);
+    const heartbeat = setInterval(() => {
+      if (res.writableLength > EVENT_BUFFER_MAX) res.destroy();
+      else res.write(`${JSON.stringify({ time: new Date().toISOString(), type: "heartbeat" })}\n`);
+    }, this.config.limits.idle_timeout * 500);
+    heartbeat.unref();
+    res.once("close", () => {
+      clearInterval(heartbeat);
+      this.eventStreams.delete(res);
+    });
     this.audit({ peer: ctx.peer, method: req.method, path: req.url, outcome: "ok", status: 200 });
   }
 
   private broadcast(e: Record<string, unknown>): void {
     const line = `${JSON.stringify(e)}\n`;
-    for (const res of this.eventStreams) {
+    for (const res of this.eventStreams.keys()) {
       // A subscriber that does not read is dropped rather than buffered without bound.
       if (res.writableLength > EVENT_BUFFER_MAX) res.destroy();
       else res.write(line);

@@ -45,6 +45,7 @@ import { removeTreeAt } from "../core/safe-remove.js";
 import type { Helper, HelperUser } from "../core/spawn.js";
 import { makePrivateDir, type StateDir } from "../core/state-dir.js";
 import {
+  nameText,
   O_CREAT,
   O_EXCL,
   O_NONBLOCK,
@@ -256,13 +257,14 @@ export class Spool {
 export function removeStaleSpools(state: StateDir, log: Logger): void {
   const parentFd = spoolRoot(state);
   for (const d of readDir(parentFd)) {
-    const name = d.name.toString("latin1");
+    const name = d.name; // the exact bytes: names need not be UTF-8 (or latin1)
+    const shown = nameText(name);
     try {
       removeTreeAt(parentFd, name);
-      log.info({ spool: state.describe(SPOOL_DIR, name) }, "removed a stale spool");
+      log.info({ spool: state.describe(SPOOL_DIR, shown) }, "removed a stale spool");
     } catch (err) {
       log.error(
-        { spool: state.describe(SPOOL_DIR, name), err: explain(err) },
+        { spool: state.describe(SPOOL_DIR, shown), err: explain(err) },
         "could not remove a stale spool; left in place",
       );
     }

@@ -133,8 +133,7 @@ export function encodeHeader(h: TarHeader): Buffer {
   if (!isPlainAscii(h.uname) || h.uname.length >= 32) records.push(paxRecord("uname", h.uname));
   if (!isPlainAscii(h.gname) || h.gname.length >= 32) records.push(paxRecord("gname", h.gname));
   if (h.mtimeNsec !== 0 || h.mtimeSec < 0 || h.mtimeSec > MAX_OCTAL_11) {
-    const frac = h.mtimeNsec === 0 ? "" : `.${String(h.mtimeNsec).padStart(9, "0")}`;
-    records.push(paxRecord("mtime", `${h.mtimeSec}${frac}`));
+    records.push(paxRecord("mtime", formatPaxTime(h.mtimeSec, h.mtimeNsec)));
   }
   const fallbackName: [string, string] = split ?? ["", asciiFallback(h.path, 100)];
   const fallbackLink = isPlainAscii(link) && link.length <= 100 ? link : asciiFallback(link, 100);
@@ -172,7 +171,8 @@ function asciiFallback(s: string, max: number): string {
 
 export class TarFormatError extends Error {}
 
-const utf8 = new TextDecoder("utf-8", { fatal: true });
+// ignoreBOM: a leading U+FEFF is part of a name, not a byte-order mark to strip.
+const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 function readCString(b: Buffer, off: number, len: number): string {
   let end = off;
@@ -187,6 +187,8 @@ function readCString(b: Buffer, off: number, len: number): string {
 function readNumber(b: Buffer, off: number, len: number, field: string): number {
   const first = b[off] as number;
   if (first & 0x80) {
+    // The checksum is always octal: it covers the block, it never needs base-256.
+    if (field === "checksum") throw new TarFormatError("checksum is not an octal number");
     // GNU base-256: big-endian, top bit of the first byte set; negative values refused.
     if (first & 0x40) throw new TarFormatError(`negative ${field}`);
     let n = first & 0x3f;
@@ -196,13 +198,25 @@ function readNumber(b: Buffer, off: number, len: number, field: string): number 
     }
     return n;
   }
-  const s = b
-    .toString("ascii", off, off + len)
-    .replace(/[\0 ]+$/, "")
-    .replace(/^ +/, "");
-  if (s === "") return 0;
-  if (!/^[0-7]+$/.test(s)) throw new TarFormatError(`${field} is not an octal number`);
-  return Number.parseInt(s, 8);
+  // Octal: optional leading spaces, octal digits, then only spaces and NULs. Every byte is
+  // checked as a byte ("ascii" decoding would clear the top bit and turn 0xb6 into "6").
+  let i = off;
+  const end = off + len;
+  while (i < end && b[i] === 0x20) i++;
+  let n = 0;
+  let digits = 0;
+  for (; i < end; i++) {
+    const c = b[i] as number;
+    if (c < 0x30 || c > 0x37) break;
+    n = n * 8 + (c - 0x30);
+    digits++;
+  }
+  for (; i < end; i++) {
+    const c = b[i] as number;
+    if (c !== 0x20 && c !== 0) throw new TarFormatError(`${field} is not an octal number`);
+  }
+  if (digits > 0 && !Number.isSafeInteger(n)) throw new TarFormatError(`${field} is too large`);
+  return n;
 }
 
 export function isZeroBlock(b: Buffer): boolean {
@@ -294,6 +308,28 @@ function paxInt(v: string, field: string): number {
   return n;
 }
 
+/**
+ * A pax time ("-1.5") as a timespec: whole seconds rounded down and nanoseconds in
+ * [0, 1e9), so -1.5 s is { sec: -2, nsec: 500000000 }. Digits past nanoseconds are dropped
+ * (towards zero, as GNU tar does).
+ */
+export function parsePaxTime(v: string): { sec: number; nsec: number } {
+  const m = /^(-?)([0-9]{1,16})(?:\.([0-9]{1,9})[0-9]*)?$/.exec(v);
+  if (m === null) throw new TarFormatError("bad pax mtime");
+  const whole = Number(m[2]);
+  const frac = m[3] === undefined ? 0 : Number(m[3].padEnd(9, "0"));
+  if (!Number.isSafeInteger(whole)) throw new TarFormatError("pax mtime is too large");
+  if (m[1] === "") return { sec: whole, nsec: frac };
+  return frac === 0 ? { sec: 0 - whole + 0, nsec: 0 } : { sec: -whole - 1, nsec: 1e9 - frac };
+}
+
+/** The pax text of a timespec: the inverse of parsePaxTime, exact to the nanosecond. */
+export function formatPaxTime(sec: number, nsec: number): string {
+  if (nsec === 0) return String(sec);
+  if (sec >= 0) return `${sec}.${String(nsec).padStart(9, "0")}`;
+  return `-${-(sec + 1)}.${String(1e9 - nsec).padStart(9, "0")}`;
+}
+
 /** Combines a ustar block with the pax records that preceded it into one header. */
 export function resolveHeader(raw: RawHeader, pax: Map<string, string> | undefined): TarHeader {
   const type = TYPES[raw.typeflag];
@@ -338,10 +374,9 @@ export function resolveHeader(raw: RawHeader, pax: Map<string, string> | undefin
           h.gname = v;
           break;
         case "mtime": {
-          const m = /^(-?[0-9]{1,16})(?:\.([0-9]{1,9})[0-9]*)?$/.exec(v);
-          if (m === null) throw new TarFormatError("bad pax mtime");
-          h.mtimeSec = Number(m[1]);
-          h.mtimeNsec = m[2] === undefined ? 0 : Number(m[2].padEnd(9, "0"));
+          const t = parsePaxTime(v);
+          h.mtimeSec = t.sec;
+          h.mtimeNsec = t.nsec;
           break;
         }
         default:

@@ -30,16 +30,11 @@ import type { TarHeader } from "../../core/archive/tar.js";
 import { readCaps } from "../../core/caps.js";
 import { FerryError } from "../../core/errors.js";
 import { failpoint } from "../../core/failpoint.js";
-import {
-  explain,
-  openBeneath,
-  openDirBeneath,
-  openRoot,
-  RESOLVE_STRICT,
-} from "../../core/safe-fs.js";
+import { explain, isDirMode, openBeneath, openRoot, RESOLVE_STRICT } from "../../core/safe-fs.js";
 import { idOf } from "../../core/safe-remove.js";
 import { makePrivateDir } from "../../core/state-dir.js";
 import {
+  DT_DIR,
   lchownAt,
   linkAt,
   mkdirAt,
@@ -48,14 +43,20 @@ import {
   O_DIRECTORY,
   O_EXCL,
   O_NOFOLLOW,
+  O_PATH,
   O_RDONLY,
   O_WRONLY,
   openat2,
   RENAME_EXCHANGE,
+  readDirBatch,
+  rewindDir,
   renameAt2,
+  S_IFMT,
+  S_IFREG,
   SysError,
   setTimesAt,
   setTimesFd,
+  statAt,
   statFd,
   symlinkAt,
   syncFs,
@@ -92,16 +93,140 @@ interface Root {
   meta?: { mode: number; sec: number; nsec: number };
 }
 
-interface DirMeta {
-  root: number;
-  rel: string;
-  depth: number;
-  mode: number;
-  sec: number;
-  nsec: number;
+/**
+ * Directory modes and times, applied at commit: 22 bytes per directory in fixed-size
+ * typed-array chunks (no growth copies), keyed by inode number. Nothing else is kept per
+ * entry: parents, duplicates and hardlink targets are looked up in the staging tree itself,
+ * which only this restore writes to. See README, "Limits".
+ */
+class DirTable {
+  static readonly CHUNK = 1 << 16;
+  private ino: Float64Array[] = [];
+  private sec: Float64Array[] = [];
+  private nsec: Uint32Array[] = [];
+  private mode: Uint16Array[] = [];
+  size = 0;
+
+  add(ino: bigint, mode: number, sec: number, nsec: number): void {
+    const c = this.size >>> 16;
+    const i = this.size & 0xffff;
+    if (i === 0) {
+      this.ino.push(new Float64Array(DirTable.CHUNK));
+      this.sec.push(new Float64Array(DirTable.CHUNK));
+      this.nsec.push(new Uint32Array(DirTable.CHUNK));
+      this.mode.push(new Uint16Array(DirTable.CHUNK));
+    }
+    (this.ino[c] as Float64Array)[i] = Number(ino);
+    (this.sec[c] as Float64Array)[i] = sec;
+    (this.nsec[c] as Uint32Array)[i] = nsec;
+    (this.mode[c] as Uint16Array)[i] = mode;
+    this.size++;
+  }
+
+  private inoAt(k: number): number {
+    return (this.ino[k >>> 16] as Float64Array)[k & 0xffff] as number;
+  }
+
+  /** Sorts an index by inode (4 bytes per directory) so `find` can search it. */
+  index(): Uint32Array {
+    const order = new Uint32Array(this.size);
+    for (let k = 0; k < this.size; k++) order[k] = k;
+    order.sort((a, b) => this.inoAt(a) - this.inoAt(b));
+    return order;
+  }
+
+  find(order: Uint32Array, ino: bigint): { mode: number; sec: number; nsec: number } | undefined {
+    const want = Number(ino);
+    let lo = 0;
+    let hi = order.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const k = order[mid] as number;
+      const v = this.inoAt(k);
+      if (v === want) {
+        const c = k >>> 16;
+        const i = k & 0xffff;
+        return {
+          mode: (this.mode[c] as Uint16Array)[i] as number,
+          sec: (this.sec[c] as Float64Array)[i] as number,
+          nsec: (this.nsec[c] as Uint32Array)[i] as number,
+        };
+      }
+      if (v < want) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    return undefined;
+  }
 }
 
-type Kind = "dir" | "file" | "symlink" | "hardlink";
+/**
+ * Applies directory modes and times below `rootFd`, children before parents (a parent's
+ * final mode may forbid entering it), reading the tree a batch of names at a time so that
+ * a directory with millions of entries is never listed into memory at once.
+ */
+function applyDirMeta(rootFd: number, table: DirTable): void {
+  if (table.size === 0) return;
+  const order = table.index();
+  interface Frame {
+    fd: number;
+    pending: Buffer[];
+  }
+  const buf = Buffer.alloc(16 * 1024);
+  const subdirs = (fd: number): Buffer[] => {
+    const out: Buffer[] = [];
+    for (;;) {
+      const batch = readDirBatch(fd, buf);
+      if (batch.length === 0) return out;
+      for (const d of batch) {
+        if (d.type === DT_DIR || (d.type === 0 && isDirMode(statAt(fd, d.name).mode)))
+          out.push(d.name);
+      }
+      if (out.length > 0) return out;
+    }
+  };
+  rewindDir(rootFd); // it may have been listed before (an emptiness check when made)
+  const stack: Frame[] = [{ fd: rootFd, pending: subdirs(rootFd) }];
+  try {
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1] as Frame;
+      const next = top.pending.pop();
+      if (next !== undefined) {
+        const fd = openat2(top.fd, next, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0, RESOLVE_STRICT);
+        stack.push({ fd, pending: [] });
+        (stack[stack.length - 1] as Frame).pending = subdirs(fd);
+        continue;
+      }
+      top.pending = subdirs(top.fd);
+      if (top.pending.length > 0) continue;
+      stack.pop();
+      if (top.fd === rootFd) continue;
+      try {
+        const meta = table.find(order, statFd(top.fd).ino);
+        if (meta === undefined) {
+          throw new FerryError(
+            "RESTORE_FAILED",
+            "the staging tree holds a directory the archive did not create",
+          );
+        }
+        fchmodSync(top.fd, meta.mode);
+        setTimesFd(top.fd, meta.sec, meta.nsec);
+      } finally {
+        closeSync(top.fd);
+      }
+    }
+  } finally {
+    for (const f of stack) if (f.fd !== rootFd) closeSync(f.fd);
+  }
+}
+
+/** The manifest's `paths` equal the declared paths, byte for byte and in order. */
+function samePaths(manifest: unknown, declared: readonly string[]): boolean {
+  if (!Array.isArray(manifest) || manifest.length !== declared.length) return false;
+  return manifest.every(
+    (p, i) =>
+      typeof p === "string" && Buffer.from(p, "utf8").equals(Buffer.from(declared[i] as string)),
+  );
+}
 
 function writeAt(fd: number, buf: Buffer, pos: number): Promise<number> {
   return new Promise((resolve, reject) =>
@@ -157,10 +282,11 @@ export async function startRestore(
     );
   }
   const paths = ctx.manifest.paths;
-  if (!Array.isArray(paths) || paths.length !== config.paths.length) {
+  if (!samePaths(paths, config.paths)) {
+    const shown = JSON.stringify(paths) ?? "nothing";
     throw new FerryError(
       "ARCHIVE_FOREIGN",
-      `the archive holds ${Array.isArray(paths) ? paths.length : "no"} path(s) but ${ctx.app} declares ${config.paths.length}; it was made for a different configuration`,
+      `the archive holds paths ${shown.length > 300 ? `${shown.slice(0, 300)}…` : shown} but ${ctx.app} declares ${JSON.stringify(config.paths)}; it was made for a different application or configuration`,
     );
   }
 
@@ -207,7 +333,15 @@ export async function startRestore(
       roots.push(root);
       let oldId: string | undefined;
       if (idAt(parentFd, name) !== undefined) {
-        const fd = openDirBeneath(parentFd, name); // must be a real directory, not a link
+        // Must be a real directory, not a link. O_PATH: its mode may keep even its owner
+        // out (an earlier archive may have set 0000), which must not block the next restore.
+        const fd = openat2(
+          parentFd,
+          name,
+          O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
+          0,
+          RESOLVE_STRICT,
+        );
         oldId = idOf(fd);
         closeSync(fd);
         root.existed = true;
@@ -244,9 +378,7 @@ export async function startRestore(
   }
   failpoint("restore-prepared");
 
-  const seen = new Map<string, Kind>();
-  const files = new Map<string, { root: number; parent: string; name: string }>();
-  const dirs: DirMeta[] = [];
+  const dirs = roots.map(() => new DirTable());
   let entries = 0;
   let bytes = 0;
   let current: OpenFile | undefined;
@@ -258,9 +390,19 @@ export async function startRestore(
       return cachedParent.fd;
     if (cachedParent !== undefined) closeSync(cachedParent.fd);
     cachedParent = undefined;
-    let fd: number;
+    const fd = openStaged(root, rel);
+    cachedParent = { root, rel, fd };
+    return fd;
+  };
+
+  /**
+   * Opens `rel` in root's staging tree. Only this restore creates anything there, so the
+   * staging tree itself says whether an earlier entry of the archive made `rel` a
+   * directory: missing, a file or a symlink in the way all fail here.
+   */
+  const openStaged = (root: number, rel: string, what = "the parent directory"): number => {
     try {
-      fd = openat2(
+      return openat2(
         (roots[root] as Root).stagingFd,
         rel,
         O_RDONLY | O_DIRECTORY | O_CLOEXEC,
@@ -268,12 +410,14 @@ export async function startRestore(
         RESOLVE_STRICT,
       );
     } catch (err) {
+      if (err instanceof SysError && err.errnoName === "ENOENT")
+        throw unsafe(`${what} ${JSON.stringify(rel)} is not an earlier directory of the archive`);
+      if (err instanceof SysError && (err.errnoName === "ENOTDIR" || err.errnoName === "ELOOP"))
+        throw unsafe(`${what} ${JSON.stringify(rel)} is a file or a link, not a directory`);
       throw unsafe(
         `cannot open ${rel} inside the staging tree (${explain(err)}): the archive is inconsistent`,
       );
     }
-    cachedParent = { root, rel, fd };
-    return fd;
   };
 
   const closeCurrent = () => {
@@ -302,49 +446,42 @@ export async function startRestore(
         throw unsafe(`the archive has more than ${limits.maxEntries} entries`);
       if (entries === 500) failpoint("restore-extracting");
       const p = parseArchivePath(h.path, roots.length, limits);
-      const key = `${p.root}/${p.parts.join("/")}`;
-      if (seen.has(key)) throw unsafe(`entry ${JSON.stringify(h.path)} appears twice`);
       const root = roots[p.root] as Root;
       if (p.parts.length === 0) {
+        if (root.meta !== undefined) throw unsafe(`entry ${JSON.stringify(h.path)} appears twice`);
         if (h.type !== "dir") throw unsafe(`entry ${JSON.stringify(h.path)} must be a directory`);
         root.meta = { mode: sanitizeMode(h.mode), sec: h.mtimeSec, nsec: h.mtimeNsec };
-        seen.set(key, "dir");
         return;
       }
       if (root.meta === undefined)
         throw unsafe(`entry ${JSON.stringify(h.path)} comes before its root directory`);
       const parentRel = p.parts.slice(0, -1).join("/");
-      const parentKind = seen.get(`${p.root}/${parentRel}`);
-      if (parentKind !== "dir") {
-        throw unsafe(
-          parentKind === undefined
-            ? `entry ${JSON.stringify(h.path)} has no earlier parent directory in the archive`
-            : `entry ${JSON.stringify(h.path)} is below a ${parentKind}, not a directory`,
-        );
-      }
       const name = p.parts[p.parts.length - 1] as string;
-      const pfd = parentFd(p.root, parentRel);
+      // Duplicates need no bookkeeping either: every creation below is exclusive
+      // (mkdirat, O_EXCL, symlinkat, linkat), so a name made earlier fails with EEXIST.
+      let pfd: number;
+      try {
+        pfd = parentFd(p.root, parentRel);
+      } catch (err) {
+        if (!(err instanceof FerryError)) throw err;
+        throw unsafe(`entry ${JSON.stringify(h.path)}: ${err.message}`);
+      }
       const { uid, gid } = config;
       try {
         switch (h.type) {
           case "dir":
             mkdirAt(pfd, name, 0o700);
             lchownAt(pfd, name, uid, gid);
-            dirs.push({
-              root: p.root,
-              rel: p.parts.join("/"),
-              depth: p.parts.length,
-              mode: sanitizeMode(h.mode),
-              sec: h.mtimeSec,
-              nsec: h.mtimeNsec,
-            });
-            seen.set(key, "dir");
+            (dirs[p.root] as DirTable).add(
+              statAt(pfd, name).ino,
+              sanitizeMode(h.mode),
+              h.mtimeSec,
+              h.mtimeNsec,
+            );
             return;
           case "file": {
             const fd = openBeneath(pfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
             current = { fd, pos: 0, pending: [], pendingBytes: 0 };
-            seen.set(key, "file");
-            files.set(h.path, { root: p.root, parent: parentRel, name });
             return;
           }
           case "symlink":
@@ -352,33 +489,42 @@ export async function startRestore(
             symlinkAt(h.linkpath, pfd, name);
             lchownAt(pfd, name, uid, gid);
             setTimesAt(pfd, name, h.mtimeSec, h.mtimeNsec);
-            seen.set(key, "symlink");
             return;
           case "hardlink": {
-            const target = files.get(h.linkpath);
-            if (target === undefined) {
-              throw unsafe(
+            const notEarlier = () =>
+              unsafe(
                 `hardlink ${JSON.stringify(h.path)} does not point to an earlier regular file of this archive`,
               );
+            let target: ReturnType<typeof parseArchivePath>;
+            try {
+              target = parseArchivePath(h.linkpath, roots.length, limits);
+            } catch {
+              throw notEarlier();
             }
             if (target.root !== p.root)
               throw unsafe(`hardlink ${JSON.stringify(h.path)} crosses declared paths`);
-            const srcFd =
-              target.parent === ""
-                ? root.stagingFd
-                : openat2(
-                    root.stagingFd,
-                    target.parent,
-                    O_RDONLY | O_DIRECTORY | O_CLOEXEC,
-                    0,
-                    RESOLVE_STRICT,
-                  );
+            if (target.parts.length === 0) throw notEarlier();
+            const targetParent = target.parts.slice(0, -1).join("/");
+            const targetName = target.parts[target.parts.length - 1] as string;
+            let srcFd = root.stagingFd;
             try {
-              linkAt(srcFd, target.name, pfd, name);
+              if (targetParent !== "") srcFd = openStaged(p.root, targetParent);
+            } catch {
+              throw notEarlier();
+            }
+            try {
+              // In the staging tree, a regular file can only be one the archive made.
+              let st: ReturnType<typeof statAt>;
+              try {
+                st = statAt(srcFd, targetName);
+              } catch {
+                throw notEarlier();
+              }
+              if ((st.mode & S_IFMT) !== S_IFREG) throw notEarlier();
+              linkAt(srcFd, targetName, pfd, name);
             } finally {
               if (srcFd !== root.stagingFd) closeSync(srcFd);
             }
-            seen.set(key, "hardlink");
             return;
           }
           default:
@@ -387,6 +533,8 @@ export async function startRestore(
             );
         }
       } catch (err) {
+        if (err instanceof SysError && err.errnoName === "EEXIST")
+          throw unsafe(`entry ${JSON.stringify(h.path)} appears twice`);
         if (err instanceof SysError) {
           throw unsafe(
             `cannot create ${JSON.stringify(h.path)} (${explain(err)}): the archive is inconsistent`,
@@ -426,25 +574,10 @@ export async function startRestore(
           if (r.meta === undefined)
             throw unsafe(`the archive has no data/${i}/ directory for ${r.path}`);
         }
-        // Directory metadata last and deepest first, so modes and times stick.
-        dirs.sort((a, b) => b.depth - a.depth);
-        for (const d of dirs) {
-          const fd = openat2(
-            (roots[d.root] as Root).stagingFd,
-            d.rel,
-            O_RDONLY | O_DIRECTORY | O_CLOEXEC,
-            0,
-            RESOLVE_STRICT,
-          );
-          try {
-            fchmodSync(fd, d.mode);
-            setTimesFd(fd, d.sec, d.nsec);
-          } finally {
-            closeSync(fd);
-          }
-        }
         if (cachedParent !== undefined) closeSync(cachedParent.fd);
         cachedParent = undefined;
+        // Directory metadata last, children before parents, so modes and times stick.
+        for (const [i, r] of roots.entries()) applyDirMeta(r.stagingFd, dirs[i] as DirTable);
         for (const r of roots) {
           const m = r.meta as NonNullable<Root["meta"]>;
           fchownSync(r.stagingFd, config.uid, config.gid);

@@ -36,7 +36,8 @@ export interface PlannedEntry {
   fd?: number;
 }
 
-const utf8 = new TextDecoder("utf-8", { fatal: true });
+// ignoreBOM: a leading U+FEFF is part of a name, not a byte-order mark to strip.
+const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 function header(path: string, st: Stat, type: TarHeader["type"], linkpath = ""): TarHeader {
   return {
