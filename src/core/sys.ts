@@ -244,27 +244,13 @@ export const DT_LNK = 10;
  * entries were removed.
  */
 export function readDir(fd: number): Dirent[] {
+  rewindDir(fd);
   const out: Dirent[] = [];
-  if (Number(c.lseek(fd, 0, 0)) < 0) fail("lseek");
   const buf = Buffer.alloc(64 * 1024);
   for (;;) {
-    const n = Number(c.getdents64(fd, buf, buf.length));
-    if (n < 0) fail("getdents64");
-    if (n === 0) return out;
-    let off = 0;
-    while (off < n) {
-      const reclen = buf.readUInt16LE(off + 16);
-      const type = buf.readUInt8(off + 18);
-      const nameStart = off + 19;
-      let nameEnd = nameStart;
-      while (nameEnd < off + reclen && buf[nameEnd] !== 0) nameEnd++;
-      const name = Buffer.from(buf.subarray(nameStart, nameEnd));
-      off += reclen;
-      if ((name.length === 1 && name[0] === 0x2e) || (name.length === 2 && name.equals(DOTDOT))) {
-        continue;
-      }
-      out.push({ name, type });
-    }
+    const batch = readDirBatch(fd, buf);
+    if (batch.length === 0) return out;
+    for (const d of batch) out.push(d);
   }
 }
 const DOTDOT = Buffer.from("..");
