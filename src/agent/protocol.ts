@@ -1,12 +1,19 @@
 /**
  * What ferryd's `agent` driver and the `ferry/agent` SDK share: the protocol's constants,
  * the rules a payload entry must obey (the same rules as a files restore, taken from
- * src/drivers/files/archive-path.ts) and a pull-based reader of a plain tar stream built on
+ * src/core/archive/paths.ts) and a pull-based reader of a plain tar stream built on
  * the header codec of src/core/archive/tar.ts.
  *
  * The protocol itself is specified in docs/agent-protocol.md; this module must stay in step
  * with it.
  */
+
+import {
+  checkLinkTarget,
+  DEFAULT_RESTORE_LIMITS,
+  parseArchivePath,
+  unsafe,
+} from "../core/archive/paths.js";
 import {
   BLOCK,
   decodeBlock,
@@ -19,12 +26,6 @@ import {
   TarFormatError,
   type TarHeader,
 } from "../core/archive/tar.js";
-import {
-  checkLinkTarget,
-  DEFAULT_RESTORE_LIMITS,
-  parseArchivePath,
-  unsafe,
-} from "../drivers/files/archive-path.js";
 
 /** The protocol version this code speaks (docs/agent-protocol.md, "Versioning"). */
 export const PROTOCOL_VERSION = 1;

@@ -51,3 +51,20 @@ export interface AppSummary {
 export interface AppDetail extends AppSummary {
   description: Record<string, unknown>;
 }
+
+export type JobKind = "backup" | "restore";
+export type JobState = "running" | "succeeded" | "failed" | "cancelled";
+
+/** A backup or restore as `GET /v1/jobs` and `GET /v1/jobs/{id}` describe it. */
+export interface JobInfo {
+  id: string;
+  kind: JobKind;
+  app: string;
+  peer: { uid: number; gid: number; pid: number };
+  started: string;
+  finished?: string;
+  state: JobState;
+  bytes: number;
+  entries: number;
+  error?: { code: string; message: string };
+}

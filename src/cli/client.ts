@@ -6,9 +6,9 @@
 import { Agent, type IncomingMessage, request } from "node:http";
 import { Socket } from "node:net";
 import type { Readable } from "node:stream";
+import { DEFAULT_SOCKET } from "../api/defaults.js";
 import { isErrorCode } from "../api/errors.js";
 import { FerryError } from "../core/errors.js";
-import { DEFAULT_SOCKET } from "../daemon/config.js";
 
 export interface ClientOptions {
   socket?: string;

@@ -11,6 +11,7 @@ import { closeSync, readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { parse, TomlError } from "smol-toml";
 import { z } from "zod";
+import { DEFAULT_SOCKET, DEFAULT_STATE_DIR } from "../api/defaults.js";
 import { readCaps } from "../core/caps.js";
 import { FerryError } from "../core/errors.js";
 import {
@@ -23,9 +24,7 @@ import { lookupUser } from "../core/users.js";
 import { drivers } from "../drivers/all.js";
 import { findKeyLine } from "./config-lines.js";
 
-export const DEFAULT_CONFIG = "/etc/ferry/ferry.toml";
-export const DEFAULT_SOCKET = "/run/ferry/ferry.sock";
-export const DEFAULT_STATE_DIR = "/var/lib/ferry";
+export { DEFAULT_CONFIG } from "../api/defaults.js";
 export const APP_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 
 const absolute = z.string().refine((p) => p.startsWith("/") && !p.includes("\0"), {

@@ -8,26 +8,12 @@
  * Finished jobs are kept (the last KEEP_FINISHED) so that `GET /v1/jobs/{id}` can report
  * how a job ended.
  */
+
 import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
+import type { JobInfo, JobKind, JobState } from "../api/types.js";
 import { FerryError } from "../core/errors.js";
 import type { PeerCred } from "../core/sys.js";
-
-export type JobKind = "backup" | "restore";
-export type JobState = "running" | "succeeded" | "failed" | "cancelled";
-
-export interface JobInfo {
-  id: string;
-  kind: JobKind;
-  app: string;
-  peer: { uid: number; gid: number; pid: number };
-  started: string;
-  finished?: string;
-  state: JobState;
-  bytes: number;
-  entries: number;
-  error?: { code: string; message: string };
-}
 
 export interface Job {
   readonly info: JobInfo;

@@ -1,19 +1,7 @@
+import type { JobInfo } from "../../api/types.js";
 import type { FerryClient } from "../client.js";
 import { EXIT } from "../exit-codes.js";
 import { formatBytes } from "../progress.js";
-
-interface JobInfo {
-  id: string;
-  kind: string;
-  app: string;
-  state: string;
-  bytes: number;
-  entries: number;
-  started: string;
-  finished?: string;
-  peer: { uid: number; pid: number };
-  error?: { code: string; message: string };
-}
 
 export async function jobsCommand(client: FerryClient, json: boolean): Promise<number> {
   const { jobs } = await client.json<{ jobs: JobInfo[] }>("GET", "/v1/jobs");

@@ -9,7 +9,7 @@
  * openat2(staging, "a/b", RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS), files
  * are created O_CREAT|O_EXCL|O_NOFOLLOW, links with symlinkat/linkat (never following).
  *
- * What the archive may say is checked entry by entry (archive-path.ts): no absolute or
+ * What the archive may say is checked entry by entry (src/core/archive/paths.ts): no absolute or
  * `..` paths, no control characters, nothing outside `data/<declared index>/`, parents
  * must be earlier directories of the same archive (so nothing can be placed below a
  * symlink), each path at most once, hardlinks only to earlier regular files of the same
@@ -26,6 +26,13 @@
 import { randomBytes } from "node:crypto";
 import { closeSync, fchmodSync, fchownSync, fsyncSync, write } from "node:fs";
 import { basename, dirname } from "node:path";
+import {
+  checkLinkTarget,
+  DEFAULT_RESTORE_LIMITS,
+  parseArchivePath,
+  type RestoreLimits,
+  unsafe,
+} from "../../core/archive/paths.js";
 import type { TarHeader } from "../../core/archive/tar.js";
 import { readCaps } from "../../core/caps.js";
 import { FerryError } from "../../core/errors.js";
@@ -62,13 +69,6 @@ import {
   syncFs,
 } from "../../core/sys.js";
 import type { RestoreContext, RestoreResult, RestoreSession } from "../types.js";
-import {
-  checkLinkTarget,
-  DEFAULT_RESTORE_LIMITS,
-  parseArchivePath,
-  type RestoreLimits,
-  unsafe,
-} from "./archive-path.js";
 import type { FilesConfig } from "./config.js";
 import {
   idAt,

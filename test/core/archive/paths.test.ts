@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { FerryError } from "../../../src/core/errors.js";
 import {
   checkLinkTarget,
   DEFAULT_RESTORE_LIMITS as L,
   parseArchivePath,
-} from "../../../src/drivers/files/archive-path.js";
+} from "../../../src/core/archive/paths.js";
+import { FerryError } from "../../../src/core/errors.js";
 
 const refused = (fn: () => unknown) =>
   assert.throws(fn, (e: unknown) => e instanceof FerryError && e.code === "ARCHIVE_UNSAFE");

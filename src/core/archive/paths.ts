@@ -2,7 +2,7 @@
  * What an archive path may name on restore. Every rule here is one the attack suite
  * (test/drivers/files/restore-*.test.ts) tries to break.
  */
-import { FerryError } from "../../core/errors.js";
+import { FerryError } from "../errors.js";
 
 export interface RestoreLimits {
   /** Most payload entries in one archive. */
