@@ -109,6 +109,18 @@ export const ERRORS = {
     description:
       "ferryd holds capabilities but its code (package directory, dist, node_modules, package.json, node, setpriv, or a directory above them) is owned by a user other than root or writable by group or others; install it root-owned as docs/ops.md shows.",
   },
+  BAD_RESPONSE: {
+    status: 502,
+    exit: "failure",
+    description:
+      "ferry could not understand ferryd's answer (not JSON, too large, or an error code this ferry does not know: update ferry to ferryd's version).",
+  },
+  CONNECTION_LOST: {
+    status: 502,
+    exit: "unreachable",
+    description:
+      "The connection to ferryd closed before its answer was complete (ferryd stopped or restarted, or the inherited FERRY_FD connection was closed).",
+  },
   STATE_DIR_UNSAFE: {
     status: 500,
     exit: "failure",

@@ -3,12 +3,14 @@
  * an inherited connected descriptor when ferryd started us (`FERRY_FD`, see `ferryd run`).
  * Transport failures become catalogued errors so the CLI can say what to do.
  */
+
 import { Agent, type IncomingMessage, request } from "node:http";
 import { Socket } from "node:net";
 import type { Readable } from "node:stream";
 import { DEFAULT_SOCKET } from "../api/defaults.js";
 import { isErrorCode } from "../api/errors.js";
 import { FerryError } from "../core/errors.js";
+import { UsageError } from "./exit-codes.js";
 
 export interface ClientOptions {
   socket?: string;
@@ -19,8 +21,7 @@ export function clientOptionsFromEnv(socketFlag: string | undefined): ClientOpti
   if (socketFlag !== undefined) return { socket: socketFlag };
   const fd = process.env.FERRY_FD;
   if (fd !== undefined && fd !== "") {
-    if (!/^[0-9]+$/.test(fd))
-      throw new FerryError("BAD_REQUEST", `FERRY_FD=${fd} is not a descriptor number`);
+    if (!/^[0-9]+$/.test(fd)) throw new UsageError(`FERRY_FD=${fd} is not a descriptor number`);
     return { fd: Number(fd) };
   }
   return { socket: process.env.FERRY_SOCKET || DEFAULT_SOCKET };
@@ -40,7 +41,10 @@ export class FerryClient {
       let socket: Socket | undefined;
       (agent as unknown as { createConnection: () => Socket }).createConnection = () => {
         if (socket !== undefined)
-          throw new FerryError("INTERNAL", "the inherited connection was closed");
+          throw new FerryError(
+            "CONNECTION_LOST",
+            "the connection ferryd run handed down (FERRY_FD) was closed",
+          );
         socket = new Socket({ fd, readable: true, writable: true });
         return socket;
       };
@@ -96,7 +100,7 @@ export class FerryClient {
     try {
       return JSON.parse(text) as T;
     } catch {
-      throw new FerryError("INTERNAL", "ferryd sent a response that is not JSON");
+      throw new FerryError("BAD_RESPONSE", "ferryd sent a response that is not JSON");
     }
   }
 
@@ -142,7 +146,7 @@ export async function readBody(res: IncomingMessage, max: number): Promise<strin
   let n = 0;
   for await (const c of res) {
     n += (c as Buffer).length;
-    if (n > max) throw new FerryError("INTERNAL", "ferryd's response is too large");
+    if (n > max) throw new FerryError("BAD_RESPONSE", "ferryd's response is too large");
     chunks.push(c as Buffer);
   }
   return Buffer.concat(chunks).toString("utf8");
@@ -154,9 +158,12 @@ export function errorFromBody(status: number, text: string): FerryError {
     const code = body.error?.code;
     const message = typeof body.error?.message === "string" ? body.error.message : `HTTP ${status}`;
     if (isErrorCode(code)) return new FerryError(code, message);
-    return new FerryError("INTERNAL", `${String(code)}: ${message}`);
+    return new FerryError(
+      "BAD_RESPONSE",
+      `ferryd answered with an error this ferry does not know (${String(code)}): ${message}; is ferry older than ferryd?`,
+    );
   } catch {
-    return new FerryError("INTERNAL", `ferryd answered HTTP ${status}`);
+    return new FerryError("BAD_RESPONSE", `ferryd answered HTTP ${status} without an error body`);
   }
 }
 

@@ -11,7 +11,7 @@
 
 import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
-import type { JobInfo, JobKind, JobState } from "../api/types.js";
+import type { JobInfo, JobKind } from "../api/types.js";
 import { FerryError } from "../core/errors.js";
 import type { PeerCred } from "../core/sys.js";
 

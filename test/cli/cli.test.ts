@@ -224,8 +224,8 @@ allow_root = true
     const file = join(dir, "a-file");
     writeFileSync(file, "x");
     const notDir = await ferry(socket, ["export", "--all", "-o", file]);
-    assert.equal(notDir.code, 2, "BAD_REQUEST is a usage error");
-    assert.match(notDir.stderr, /must be an existing directory .*\[BAD_REQUEST\]/);
+    assert.equal(notDir.code, 2, "a usage error");
+    assert.match(notDir.stderr, /must be an existing directory .*\nTry 'ferry --help'/);
     assert.equal(readFileSync(file, "utf8"), "x", "the file given as -o was not touched");
   });
 

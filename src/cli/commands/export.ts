@@ -22,7 +22,7 @@ import type { EndRecord } from "../../api/types.js";
 import { ArchiveParser } from "../../core/archive/reader.js";
 import { FerryError } from "../../core/errors.js";
 import { errorFromBody, type FerryClient, parseStatusTrailer, readBody } from "../client.js";
-import { EXIT } from "../exit-codes.js";
+import { EXIT, UsageError } from "../exit-codes.js";
 import { formatBytes, Progress } from "../progress.js";
 
 export interface ExportOptions {
@@ -49,7 +49,7 @@ function outputSink(path: string): Sink {
     if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
   }
   if (existing?.isDirectory()) {
-    throw new FerryError("BAD_REQUEST", `-o ${path} is a directory; give a file name`);
+    throw new UsageError(`-o ${path} is a directory; give a file name`);
   }
   if (existing === undefined || existing.isFile()) return fileSink(path);
   const fd = openSync(path, "w");
@@ -104,10 +104,7 @@ function stdoutSink(): Sink {
 
 export async function exportCommand(client: FerryClient, opts: ExportOptions): Promise<number> {
   if (opts.output === undefined && process.stdout.isTTY) {
-    throw new FerryError(
-      "BAD_REQUEST",
-      "refusing to write an archive to a terminal; use -o FILE or a pipe",
-    );
+    throw new UsageError("refusing to write an archive to a terminal; use -o FILE or a pipe");
   }
   const abort = new AbortController();
   const onSignal = () => abort.abort();
@@ -183,8 +180,7 @@ export async function exportManyCommand(
   try {
     if (!statSync(dir).isDirectory()) throw new Error("not a directory");
   } catch (err) {
-    throw new FerryError(
-      "BAD_REQUEST",
+    throw new UsageError(
       `-o ${dir}: must be an existing directory when exporting several applications (${(err as Error).message})`,
     );
   }

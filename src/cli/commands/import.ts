@@ -5,9 +5,8 @@
  */
 import { createReadStream, statSync } from "node:fs";
 import { Transform } from "node:stream";
-import { FerryError } from "../../core/errors.js";
 import { errorFromBody, type FerryClient, readBody } from "../client.js";
-import { EXIT } from "../exit-codes.js";
+import { EXIT, UsageError } from "../exit-codes.js";
 import { formatBytes, Progress } from "../progress.js";
 
 export interface ImportOptions {
@@ -17,18 +16,14 @@ export interface ImportOptions {
 
 export async function importCommand(client: FerryClient, opts: ImportOptions): Promise<number> {
   if (opts.input === undefined && process.stdin.isTTY) {
-    throw new FerryError(
-      "BAD_REQUEST",
-      "refusing to read an archive from a terminal; use -i FILE or a pipe",
-    );
+    throw new UsageError("refusing to read an archive from a terminal; use -i FILE or a pipe");
   }
   let source: NodeJS.ReadableStream;
   if (opts.input !== undefined) {
     try {
       if (!statSync(opts.input).isFile()) throw new Error("not a regular file");
     } catch (err) {
-      throw new FerryError(
-        "BAD_REQUEST",
+      throw new UsageError(
         `cannot read ${opts.input}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
       );
     }
