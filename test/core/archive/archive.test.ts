@@ -114,7 +114,11 @@ describe("archive", () => {
   test("GNU tar lists it and Python's tarfile verifies the end record independently", async () => {
     const file = join(dir, "a.tar");
     writeFileSync(file, await build());
-    const listed = execFileSync("tar", ["-tf", file]).toString().trim().split("\n");
+    // --quoting-style=literal: in the C locale (LANG unset) GNU tar escapes non-ASCII names.
+    const listed = execFileSync("tar", ["--quoting-style=literal", "-tf", file])
+      .toString()
+      .trim()
+      .split("\n");
     assert.deepEqual(listed, [
       ".ferry/manifest.json",
       ...entries.map((e) => e.header.path),

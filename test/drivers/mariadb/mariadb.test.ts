@@ -14,14 +14,14 @@ import { FerryError } from "../../../src/core/errors.js";
 import { type MariadbConfig, mariadbSchema } from "../../../src/drivers/mariadb/config.js";
 import { mariadbDriver } from "../../../src/drivers/mariadb/index.js";
 import { type MariaServer, startMariaServer } from "../../helpers/mariadb-server.js";
-import { testState } from "../../helpers/state.js";
 import {
   backupBytes,
   manifestOf,
   readEntries,
   rebuildArchive,
   restoreBytes,
-} from "../postgres/roundtrip.js";
+} from "../../helpers/roundtrip.js";
+import { testState } from "../../helpers/state.js";
 
 let my: MariaServer;
 

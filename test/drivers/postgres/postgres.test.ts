@@ -14,8 +14,14 @@ import { runHelper } from "../../../src/core/spawn.js";
 import { type PostgresConfig, postgresSchema } from "../../../src/drivers/postgres/config.js";
 import { postgresDriver } from "../../../src/drivers/postgres/index.js";
 import { PG_BIN, type PgServer, runAs, startPgServer } from "../../helpers/pg-server.js";
+import {
+  backupBytes,
+  manifestOf,
+  readEntries,
+  rebuildArchive,
+  restoreBytes,
+} from "../../helpers/roundtrip.js";
 import { testState } from "../../helpers/state.js";
-import { backupBytes, manifestOf, readEntries, rebuildArchive, restoreBytes } from "./roundtrip.js";
 
 const ODD = `we'ird "db"/../host=x`;
 let pg: PgServer;

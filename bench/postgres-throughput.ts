@@ -4,7 +4,7 @@
  * same dump tool directly into `cat`. Needs root (creates users, starts ferryd with
  * --user). Run after `npx tsc -p .`:
  *
- *   node dist/test/drivers/postgres/measure-throughput.js [SCALE=70] [RUNS=3] [NOISE=0]
+ *   node dist/bench/postgres-throughput.js [SCALE=70] [RUNS=3] [NOISE=0]
  *
  * NOISE adds that many million rows of random hex (~100 bytes each) to the database: the
  * pgbench tables compress about 50:1 in a custom-format dump, so without it the dump is
@@ -19,9 +19,9 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { startFerryd } from "../../helpers/ferryd.js";
-import { PG_BIN, startPgServer } from "../../helpers/pg-server.js";
-import { ensureUser, FERRY } from "../../helpers/proc.js";
+import { startFerryd } from "../test/helpers/ferryd.js";
+import { PG_BIN, startPgServer } from "../test/helpers/pg-server.js";
+import { ensureUser, FERRY } from "../test/helpers/proc.js";
 
 const scale = Number(process.argv[2] ?? 70);
 const runs = Number(process.argv[3] ?? 3);

@@ -4,11 +4,11 @@
  * commit after the end record verified, abort on any failure. Shared by the postgres and
  * mariadb tests.
  */
-import { ArchiveParser } from "../../../src/core/archive/reader.js";
-import { writeArchive } from "../../../src/core/archive/writer.js";
-import type { Driver, RestoreResult } from "../../../src/drivers/types.js";
-import { testState } from "../../helpers/state.js";
-import { restoreArchive } from "../suite.js";
+import { ArchiveParser } from "../../src/core/archive/reader.js";
+import { writeArchive } from "../../src/core/archive/writer.js";
+import type { Driver, RestoreResult } from "../../src/drivers/types.js";
+import { restoreArchive } from "../drivers/suite.js";
+import { testState } from "./state.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: drivers carry their own config types
 type AnyDriver = Driver<any>;
@@ -42,7 +42,7 @@ export async function backupBytes(
 
 // Reading, rebuilding and restoring archives is the shared driver suite's; re-exported under the
 // names these tests use.
-export { archiveOf as rebuildArchive, payloadOf as readEntries } from "../suite.js";
+export { archiveOf as rebuildArchive, payloadOf as readEntries } from "../drivers/suite.js";
 
 export async function manifestOf(bytes: Buffer): Promise<Record<string, unknown>> {
   let m: Record<string, unknown> | undefined;
