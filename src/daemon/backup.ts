@@ -19,11 +19,10 @@ import type { EndRecord } from "../api/types.js";
 import { writeArchive } from "../core/archive/writer.js";
 import { describeError, FerryError, toFerryError } from "../core/errors.js";
 import { VERSION } from "../core/version.js";
-import { drivers } from "../drivers/all.js";
 import { backupWithHooks } from "../drivers/hooks.js";
 import type { AppConfig } from "./config.js";
+import { type JobHost, type RequestContext, runJob } from "./job-request.js";
 import { sendError } from "./respond.js";
-import type { FerryDaemon, RequestContext } from "./server.js";
 
 const WINDOW = 8 * 1024 * 1024;
 
@@ -55,103 +54,87 @@ function drained(res: ServerResponse, signal: AbortSignal, ms: number): Promise<
   });
 }
 
-export async function streamBackup(
-  daemon: FerryDaemon,
+export function streamBackup(
+  host: JobHost,
   app: AppConfig,
   req: IncomingMessage,
   res: ServerResponse,
   ctx: RequestContext,
 ): Promise<void> {
-  const driver = drivers.get(app.driver);
-  if (driver === undefined) throw new FerryError("INTERNAL", `driver ${app.driver} missing`);
-  const job = daemon.jobs.start("backup", app.name, ctx.peer);
+  const driver = app.impl;
   req.resume(); // the request body, if any, is not used
-
-  const onClose = () => {
-    if (!res.writableFinished)
-      job.controller.abort(new FerryError("CANCELLED", "the client disconnected"));
-  };
-  res.on("close", onClose);
-  const idleMs = daemon.config.limits.idle_timeout * 1000;
-  const warnings: string[] = [];
-  let bytes = 0;
-  let end: EndRecord | undefined;
-  let failure: FerryError | undefined;
-  const manifest = {
-    app: app.name,
-    driver: driver.name,
-    driver_type: driver.type,
-    driver_version: driver.version,
-    ferry_version: VERSION,
-    host: hostname(),
-    created: new Date().toISOString(),
-    ...driver.manifest(app.settings),
-  };
-  let archive: AsyncGenerator<Buffer, EndRecord> | undefined;
-  const head = () => {
-    if (!res.headersSent) {
-      res.writeHead(200, {
-        "Content-Type": "application/x-tar",
-        "Content-Disposition": `attachment; filename="${app.name}.tar"`,
-        Trailer: "Ferry-Status",
-        "Ferry-Job": job.info.id,
-        "Cache-Control": "no-store",
-      });
-    }
-  };
-  try {
-    const ctxDriver = { app: app.name, signal: job.signal, warnings, state: daemon.state };
-    // Hooks wrap the whole iteration (post_backup also runs when the client goes away).
-    // Nothing is sent before the first chunk, so a driver failing at its start (an
-    // unreadable path, a dump tool that will not start) is still a JSON error response.
-    archive = writeArchive(manifest, backupWithHooks(app, driver, ctxDriver), warnings);
-    for (;;) {
-      job.signal.throwIfAborted();
-      const r = await archive.next();
-      if (r.done) {
-        end = r.value;
-        break;
+  return runJob(host, "backup", app, req, res, ctx, async (job, warnings) => {
+    const idleMs = host.config.limits.idle_timeout * 1000;
+    let bytes = 0;
+    let end: EndRecord | undefined;
+    let failure: FerryError | undefined;
+    const manifest = {
+      app: app.name,
+      driver: driver.name,
+      driver_type: driver.type,
+      driver_version: driver.version,
+      ferry_version: VERSION,
+      host: hostname(),
+      created: new Date().toISOString(),
+      ...driver.manifest(app.settings),
+    };
+    let archive: AsyncGenerator<Buffer, EndRecord> | undefined;
+    const head = () => {
+      if (!res.headersSent) {
+        res.writeHead(200, {
+          "Content-Type": "application/x-tar",
+          "Content-Disposition": `attachment; filename="${app.name}.tar"`,
+          Trailer: "Ferry-Status",
+          "Ferry-Job": job.info.id,
+          "Cache-Control": "no-store",
+        });
       }
+    };
+    try {
+      const ctxDriver = { app: app.name, signal: job.signal, warnings, state: host.state };
+      // Hooks wrap the whole iteration (post_backup also runs when the client goes away).
+      // Nothing is sent before the first chunk, so a driver failing at its start (an
+      // unreadable path, a dump tool that will not start) is still a JSON error response.
+      archive = writeArchive(manifest, backupWithHooks(app, driver, ctxDriver), warnings);
+      for (;;) {
+        job.signal.throwIfAborted();
+        const r = await archive.next();
+        if (r.done) {
+          end = r.value;
+          break;
+        }
+        head();
+        bytes += r.value.length;
+        job.progress(bytes, 0);
+        // Keep up to WINDOW bytes queued for the client instead of waiting for a full drain
+        // after every chunk (Node's 16 KiB high-water mark would stall the pipe each time);
+        // memory stays bounded by WINDOW plus one chunk.
+        res.write(r.value);
+        if (res.writableLength > WINDOW) await drained(res, job.signal, idleMs);
+      }
+      job.signal.throwIfAborted();
       head();
-      bytes += r.value.length;
-      job.progress(bytes, 0);
-      // Keep up to WINDOW bytes queued for the client instead of waiting for a full drain
-      // after every chunk (Node's 16 KiB high-water mark would stall the pipe each time);
-      // memory stays bounded by WINDOW plus one chunk.
-      res.write(r.value);
-      if (res.writableLength > WINDOW) await drained(res, job.signal, idleMs);
-    }
-    job.signal.throwIfAborted();
-    head();
-    res.addTrailers({ "Ferry-Status": statusTrailer(undefined) });
-    res.end();
-  } catch (err) {
-    failure = job.signal.aborted ? toFerryError(job.signal.reason) : toFerryError(err);
-    if (failure.code === "INTERNAL") daemon.log.error({ err: describeError(err) }, "backup failed");
-    if (failure.code === "CLIENT_TIMEOUT") job.controller.abort(failure);
-    await archive?.return(undefined as unknown as EndRecord).catch(() => {});
-    if (!res.headersSent) {
-      sendError(res, failure);
-    } else if (failure.code === "CLIENT_TIMEOUT") {
-      res.destroy(); // it does not read: no trailer could reach it
-    } else if (!res.destroyed) {
-      const streamed = new FerryError(
-        failure.code,
-        `backup of ${app.name} failed after ${bytes} bytes: ${failure.message}`,
-      );
-      res.addTrailers({ "Ferry-Status": statusTrailer(streamed) });
+      res.addTrailers({ "Ferry-Status": statusTrailer(undefined) });
       res.end();
+      job.progress(bytes, end.entries);
+    } catch (err) {
+      failure = job.signal.aborted ? toFerryError(job.signal.reason) : toFerryError(err);
+      if (failure.code === "INTERNAL") host.log.error({ err: describeError(err) }, "backup failed");
+      if (failure.code === "CLIENT_TIMEOUT") job.controller.abort(failure);
+      await archive?.return(undefined as unknown as EndRecord).catch(() => {});
+      if (!res.headersSent) {
+        sendError(res, failure);
+      } else if (failure.code === "CLIENT_TIMEOUT") {
+        res.destroy(); // it does not read: no trailer could reach it
+      } else if (!res.destroyed) {
+        const streamed = new FerryError(
+          failure.code,
+          `backup of ${app.name} failed after ${bytes} bytes: ${failure.message}`,
+        );
+        res.addTrailers({ "Ferry-Status": statusTrailer(streamed) });
+        res.end();
+      }
     }
-  } finally {
-    res.off("close", onClose);
-    if (end !== undefined) job.progress(bytes, end.entries);
-    job.finish(failure);
-    daemon.auditJob(req, ctx, app.name, job.info.id, failure, {
-      bytes,
-      entries: end?.entries,
-      sha256: end?.sha256,
-    });
-    if (warnings.length > 0)
-      daemon.log.warn({ app: app.name, warnings: warnings.slice(0, 50) }, "backup warnings");
-  }
+    return { failure, result: { bytes, entries: end?.entries, sha256: end?.sha256 } };
+  });
 }

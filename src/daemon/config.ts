@@ -22,6 +22,7 @@ import {
 } from "../core/trusted-file.js";
 import { lookupUser } from "../core/users.js";
 import { drivers } from "../drivers/all.js";
+import type { Driver } from "../drivers/types.js";
 import { findKeyLine } from "./config-lines.js";
 
 export { DEFAULT_CONFIG } from "../api/defaults.js";
@@ -74,9 +75,12 @@ const topSchema = z.strictObject({
 
 export interface AppConfig {
   name: string;
+  /** The driver's name (`driver = "…"`). */
   driver: string;
+  /** The driver itself, resolved once when the config was read. */
+  impl: Driver<unknown>;
   restore: boolean;
-  /** The driver's validated config (its own type). */
+  /** The driver's validated config (its own type, checked by `impl.schema`). */
   settings: Readonly<Record<string, unknown>>;
 }
 
@@ -184,6 +188,7 @@ export function parseConfig(source: string, file: string): Config {
     apps.set(name, {
       name,
       driver: driver.name,
+      impl: driver as Driver<unknown>,
       restore: settings.restore === true,
       settings,
     });

@@ -40,13 +40,13 @@ import { VERSION } from "../core/version.js";
 import { drivers } from "../drivers/all.js";
 import type { Health } from "../drivers/types.js";
 import { type AuditRecord, audit } from "./audit.js";
-import { streamBackup } from "./backup.js";
 import { APP_NAME, type AppConfig, type Config } from "./config.js";
 import { BoundedChecks } from "./health.js";
+import type { JobResult, RequestContext } from "./job-request.js";
 import { JobRegistry } from "./jobs.js";
 import { checkPeer } from "./peer.js";
 import { sendErrorDuringUpload, sendJson } from "./respond.js";
-import { handleRestore } from "./restore.js";
+import { matchRoute, type RouteHost } from "./routes.js";
 
 export interface Identity {
   uid: number;
@@ -54,11 +54,6 @@ export interface Identity {
   user: string;
   capabilities: string[];
   privileged: boolean;
-}
-
-export interface RequestContext {
-  peer: PeerCred;
-  started: number;
 }
 
 const EVENT_BUFFER_MAX = 1024 * 1024;
@@ -85,7 +80,7 @@ interface OutputProgress {
 /** Health results are reused for 5 s; a caller waits at most 15 s for one. */
 const HEALTH_BOUNDS = { ttlMs: 5_000, timeoutMs: 15_000 };
 
-export class FerryDaemon {
+export class FerryDaemon implements RouteHost {
   readonly jobs: JobRegistry;
   private readonly peers = new WeakMap<Socket, PeerCred>();
   private readonly http: HttpServer;
@@ -93,7 +88,7 @@ export class FerryDaemon {
   private readonly pairHttp: HttpServer;
   private readonly net: Server;
   private allowed: Set<number>;
-  private stopping = false;
+  stopping = false;
   private readonly eventStreams = new Map<ServerResponse, number>(); // → peer uid
   private readonly watchdog: NodeJS.Timeout;
   private readonly progress = new WeakMap<Socket, OutputProgress>();
@@ -231,7 +226,7 @@ export class FerryDaemon {
     app: string,
     job: string,
     failure: FerryError | undefined,
-    result: { bytes: number; entries?: number; sha256?: string },
+    result: JobResult,
   ): void {
     this.audit({
       peer: ctx.peer,
@@ -391,68 +386,17 @@ export class FerryDaemon {
     ctx: RequestContext,
   ): Promise<void> {
     const url = new URL(req.url ?? "/", "http://ferry");
-    const parts = url.pathname.split("/").filter((p) => p !== "");
+    const { route, params } = matchRoute(url.pathname);
     const method = req.method ?? "GET";
-    if (parts[0] !== API_VERSION) throw new FerryError("NOT_FOUND", `no such path ${url.pathname}`);
-    const expect = (...m: string[]) => {
-      if (!m.includes(method))
-        throw new FerryError("METHOD_NOT_ALLOWED", `${url.pathname} takes ${m.join(" or ")}`);
-    };
-    const isArchive =
-      parts.length === 4 &&
-      parts[1] === "apps" &&
-      (parts[3] === "backup" || parts[3] === "restore");
-    if (!isArchive && !(parts.length === 2 && parts[1] === "events")) this.guardSmall(req, res);
-
-    if (parts.length === 2 && parts[1] === "version") {
-      expect("GET");
-      return this.reply(req, res, ctx, 200, this.version());
+    const handler = route.methods[method];
+    if (handler === undefined) {
+      throw new FerryError(
+        "METHOD_NOT_ALLOWED",
+        `${url.pathname} takes ${Object.keys(route.methods).join(" or ")}`,
+      );
     }
-    if (parts[1] === "apps") {
-      if (parts.length === 2) {
-        expect("GET");
-        const apps = await Promise.all([...this.config.apps.values()].map((a) => this.summary(a)));
-        return this.reply(req, res, ctx, 200, { apps });
-      }
-      const app = this.app(parts[2] as string);
-      if (parts.length === 3) {
-        expect("GET");
-        return this.reply(req, res, ctx, 200, await this.detail(app));
-      }
-      if (parts.length === 4 && (parts[3] === "backup" || parts[3] === "restore")) {
-        expect("POST");
-        if (this.stopping) throw new FerryError("SHUTTING_DOWN", "ferryd is shutting down");
-        return parts[3] === "backup"
-          ? streamBackup(this, app, req, res, ctx)
-          : handleRestore(this, app, req, res, ctx);
-      }
-    }
-    if (parts[1] === "jobs") {
-      if (parts.length === 2) {
-        expect("GET");
-        return this.reply(req, res, ctx, 200, { jobs: this.jobs.list() });
-      }
-      if (parts.length === 3) {
-        const id = parts[2] as string;
-        expect("GET", "DELETE");
-        const job = this.jobs.get(id);
-        if (job === undefined)
-          throw new FerryError("JOB_NOT_FOUND", `no job ${JSON.stringify(id)}`);
-        if (method === "DELETE") {
-          const cancelled = this.jobs.cancel(id, `cancelled by uid ${ctx.peer.uid}`);
-          return this.reply(req, res, ctx, cancelled ? 202 : 200, {
-            ...job,
-            cancelling: cancelled,
-          });
-        }
-        return this.reply(req, res, ctx, 200, job);
-      }
-    }
-    if (parts.length === 2 && parts[1] === "events") {
-      expect("GET");
-      return this.streamEvents(req, res, ctx);
-    }
-    throw new FerryError("NOT_FOUND", `no such path ${url.pathname}`);
+    if (route.body === "small") this.guardSmall(req, res);
+    return handler(this, req, res, ctx, params);
   }
 
   /**
@@ -460,7 +404,7 @@ export class FerryDaemon {
    * EVENT_STREAMS_PER_PEER per peer uid and EVENT_STREAMS_MAX in all; a heartbeat line every
    * idle_timeout / 2 keeps an idle stream distinguishable from a stalled one.
    */
-  private streamEvents(req: IncomingMessage, res: ServerResponse, ctx: RequestContext): void {
+  streamEvents(req: IncomingMessage, res: ServerResponse, ctx: RequestContext): void {
     // A stream reads no body: one would be left unread, pausing the socket for good.
     if (
       req.headers["transfer-encoding"] !== undefined ||
@@ -509,7 +453,7 @@ export class FerryDaemon {
     }
   }
 
-  private reply(
+  reply(
     req: IncomingMessage,
     res: ServerResponse,
     ctx: RequestContext,
@@ -565,31 +509,25 @@ export class FerryDaemon {
     };
   }
 
-  private async summary(app: AppConfig): Promise<AppSummary> {
-    const driver = drivers.get(app.driver);
-    const health =
-      driver === undefined
-        ? { ok: false, message: "unknown driver" }
-        : await this.healthChecks.get(
-            app,
-            () => driver.health(app.settings),
-            (s) => ({ ok: false, message: `the health check did not answer within ${s}s` }),
-            (err) => ({ ok: false, message: (err as Error).message }),
-          );
+  async summary(app: AppConfig): Promise<AppSummary> {
+    const driver = app.impl;
+    const health = await this.healthChecks.get(
+      app,
+      () => driver.health(app.settings),
+      (s) => ({ ok: false, message: `the health check did not answer within ${s}s` }),
+      (err) => ({ ok: false, message: (err as Error).message }),
+    );
     return { name: app.name, driver: app.driver, restore: app.restore, health };
   }
 
-  private async detail(app: AppConfig): Promise<AppDetail> {
-    const driver = drivers.get(app.driver);
-    const description =
-      driver === undefined
-        ? {}
-        : await this.descriptions.get(
-            app,
-            () => driver.describe(app.settings),
-            (s) => ({ error: `the description did not answer within ${s}s` }),
-            (err) => ({ error: (err as Error).message }),
-          );
+  async detail(app: AppConfig): Promise<AppDetail> {
+    const driver = app.impl;
+    const description = await this.descriptions.get(
+      app,
+      () => driver.describe(app.settings),
+      (s) => ({ error: `the description did not answer within ${s}s` }),
+      (err) => ({ error: (err as Error).message }),
+    );
     return { ...(await this.summary(app)), description };
   }
 }
