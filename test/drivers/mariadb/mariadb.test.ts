@@ -14,6 +14,7 @@ import { FerryError } from "../../../src/core/errors.js";
 import { type MariadbConfig, mariadbSchema } from "../../../src/drivers/mariadb/config.js";
 import { mariadbDriver } from "../../../src/drivers/mariadb/index.js";
 import { type MariaServer, startMariaServer } from "../../helpers/mariadb-server.js";
+import { asUser, isRoot } from "../../helpers/proc.js";
 import {
   backupBytes,
   manifestOf,
@@ -288,20 +289,17 @@ describe("mariadb driver", { timeout: 180_000 }, () => {
     chmodSync(dir, 0o777); // the app's OS user could create files here
     try {
       // Control: the client, without --sandbox, does run such a line as the app's user.
-      execFileSync(
-        "setpriv",
-        [
-          `--reuid=${my.user.uid}`,
-          `--regid=${my.user.gid}`,
-          "--init-groups",
-          "--",
-          "mariadb",
-          `--socket=${my.socket}`,
-          `--user=${my.user.name}`,
-          "--batch",
-        ],
-        { input: `\\! touch ${dir}/control\n`, env: { PATH: "/usr/bin:/bin" } },
-      );
+      // (as root, as the app's user; as a normal user the server runs as that user already)
+      const control = asUser(isRoot ? my.user : undefined, [
+        "mariadb",
+        `--socket=${my.socket}`,
+        `--user=${my.user.name}`,
+        "--batch",
+      ]);
+      execFileSync(control[0] as string, control.slice(1), {
+        input: `\\! touch ${dir}/control\n`,
+        env: { PATH: "/usr/bin:/bin" },
+      });
       assert.ok(existsSync(join(dir, "control")), "the control command did not run");
       // The attacker's archive: the dump's own sandbox line removed, shell commands added.
       const dump = Buffer.concat(entries.slice(1).map((e) => e.body))
