@@ -5,28 +5,12 @@
  */
 import { closeSync, statfsSync } from "node:fs";
 import { dirname } from "node:path";
-import type { ArchiveEntry } from "../../core/archive/writer.js";
 import { explain, openRoot } from "../../core/safe-fs.js";
-import type { Driver, DriverContext } from "../types.js";
+import type { Driver } from "../types.js";
+import { backup } from "./backup.js";
 import { type FilesConfig, filesSchema } from "./config.js";
 import { recoverRestores } from "./journal.js";
-import { readEntries } from "./read.js";
-import { startRestore } from "./restore.js";
-import { type PlannedEntry, walkRoot } from "./walk.js";
-
-function* walkAll(config: FilesConfig, ctx: DriverContext): Generator<PlannedEntry> {
-  for (const [i, path] of config.paths.entries()) {
-    // Hardlinks are kept within one declared path: across two, a restore could not
-    // recreate them when the paths are on different filesystems.
-    const links = new Map<string, string>();
-    const fd = openRoot(path);
-    try {
-      yield* walkRoot(fd, `data/${i}/`, ctx.warnings, links);
-    } finally {
-      closeSync(fd);
-    }
-  }
-}
+import { openRestore } from "./restore.js";
 
 export const filesDriver: Driver<FilesConfig> = {
   name: "files",
@@ -67,15 +51,9 @@ export const filesDriver: Driver<FilesConfig> = {
     return { paths: config.paths, owner: config.owner };
   },
 
-  backup(config, ctx): AsyncIterable<ArchiveEntry> {
-    // Open every root first, so an unreadable path fails the request before any byte is sent.
-    for (const path of config.paths) closeSync(openRoot(path));
-    return readEntries(walkAll(config, ctx), ctx.warnings, ctx.signal);
-  },
+  backup,
 
-  restore(config, ctx) {
-    return startRestore(config, ctx);
-  },
+  restore: openRestore,
 
   recover(state, apps, log) {
     recoverRestores(state, apps, log);

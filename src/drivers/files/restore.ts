@@ -262,7 +262,7 @@ export function sanitizeMode(mode: number): number {
   return mode & 0o1777;
 }
 
-export async function startRestore(
+export async function openRestore(
   config: FilesConfig,
   ctx: RestoreContext,
   limits: RestoreLimits = DEFAULT_RESTORE_LIMITS,

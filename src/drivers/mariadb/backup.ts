@@ -24,7 +24,7 @@ export function dbPrefix(name: string): string {
   return `${DB_PREFIX}/${encodeSegment(name)}`;
 }
 
-export async function* backupMariadb(
+export async function* backup(
   config: MariadbConfig,
   ctx: DriverContext,
 ): AsyncGenerator<ArchiveEntry> {

@@ -5,10 +5,10 @@
  * restore protocol and its limits.
  */
 import type { Driver } from "../types.js";
-import { backupMariadb } from "./backup.js";
+import { backup } from "./backup.js";
 import { type MariadbConfig, mariadbSchema } from "./config.js";
 import { mariadb } from "./conn.js";
-import { restoreMariadb } from "./restore.js";
+import { openRestore } from "./restore.js";
 
 export const mariadbDriver: Driver<MariadbConfig> = {
   name: "mariadb",
@@ -39,6 +39,6 @@ export const mariadbDriver: Driver<MariadbConfig> = {
     return { databases: config.databases, os_user: config.os_user, metadata: "data/mariadb.json" };
   },
 
-  backup: backupMariadb,
-  restore: restoreMariadb,
+  backup: backup,
+  restore: openRestore,
 };

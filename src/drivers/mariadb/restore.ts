@@ -173,7 +173,7 @@ function createScript(db: string, defs: Definition[], id: string): string {
   return `${lines.join("\n")}\n`;
 }
 
-export async function restoreMariadb(
+export async function openRestore(
   config: MariadbConfig,
   ctx: RestoreContext,
 ): Promise<RestoreSession> {

@@ -66,7 +66,7 @@ function metaEntry(meta: Record<string, unknown>, config: PostgresConfig): Archi
   };
 }
 
-export async function* backupPostgres(
+export async function* backup(
   config: PostgresConfig,
   ctx: DriverContext,
 ): AsyncGenerator<ArchiveEntry> {

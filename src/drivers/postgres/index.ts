@@ -4,10 +4,10 @@
  * name swap. See backup.ts for the archive layout and restore.ts for the restore protocol.
  */
 import type { Driver } from "../types.js";
-import { backupPostgres, listDatabases, maintenanceDb } from "./backup.js";
+import { backup, listDatabases, maintenanceDb } from "./backup.js";
 import { type PostgresConfig, postgresSchema } from "./config.js";
 import { serverInfo } from "./conn.js";
-import { restorePostgres } from "./restore.js";
+import { openRestore } from "./restore.js";
 
 export const postgresDriver: Driver<PostgresConfig> = {
   name: "postgres",
@@ -50,6 +50,6 @@ export const postgresDriver: Driver<PostgresConfig> = {
     };
   },
 
-  backup: backupPostgres,
-  restore: restorePostgres,
+  backup: backup,
+  restore: openRestore,
 };

@@ -61,7 +61,7 @@ function invalid(msg: string): FerryError {
   return new FerryError("ARCHIVE_INVALID", `not a postgres archive this app can restore: ${msg}`);
 }
 
-export async function restorePostgres(
+export async function openRestore(
   config: PostgresConfig,
   ctx: RestoreContext,
 ): Promise<RestoreSession> {

@@ -181,3 +181,8 @@ export async function* backupRdb(
     spool.remove();
   }
 }
+
+/** The redis driver's backup: the logical key stream, or the server's RDB (`mode`). */
+export function backup(config: RedisConfig, ctx: DriverContext): AsyncIterable<ArchiveEntry> {
+  return config.mode === "rdb" ? backupRdb(config, ctx) : backupLogical(config, ctx);
+}

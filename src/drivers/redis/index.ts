@@ -1,14 +1,8 @@
-/**
- * The `redis` driver: a logical backup through a client (works when the server keeps
- * nothing on disk), or `redis-cli --rdb` where it has persistence. Consistency notes are
- * in backup.ts, restore semantics in restore.ts.
- */
-import type { ArchiveEntry } from "../../core/archive/writer.js";
 import type { Driver } from "../types.js";
-import { backupLogical, backupRdb, KEYS_ENTRY, RDB_ENTRY } from "./backup.js";
+import { backup, KEYS_ENTRY, RDB_ENTRY } from "./backup.js";
 import { connectRedis, serverVersion } from "./client.js";
 import { type RedisConfig, redisSchema } from "./config.js";
-import { openRedisRestore } from "./restore.js";
+import { openRestore } from "./restore.js";
 
 export const redisDriver: Driver<RedisConfig> = {
   name: "redis",
@@ -48,9 +42,7 @@ export const redisDriver: Driver<RedisConfig> = {
     return { mode: config.mode, host: c.host, port: c.port, db: c.db };
   },
 
-  backup(config, ctx): AsyncIterable<ArchiveEntry> {
-    return config.mode === "rdb" ? backupRdb(config, ctx) : backupLogical(config, ctx);
-  },
+  backup,
 
-  restore: openRedisRestore,
+  restore: openRestore,
 };

@@ -112,7 +112,7 @@ async function removeOthers(r: Redis, keep: Set<string>, signal: AbortSignal): P
   return removed;
 }
 
-export async function openRedisRestore(
+export async function openRestore(
   config: RedisConfig,
   ctx: RestoreContext,
 ): Promise<RestoreSession> {

@@ -70,7 +70,7 @@ function invalid(message: string): FerryError {
   return new FerryError("ARCHIVE_INVALID", message);
 }
 
-export async function openSqliteRestore(
+export async function openRestore(
   config: SqliteConfig,
   ctx: RestoreContext,
 ): Promise<RestoreSession> {

@@ -1,7 +1,7 @@
 /**
  * Memory per restored entry: the files driver's restore keeps no per-entry path state
  * (duplicates and parents are found through the filesystem) and a few bytes per directory
- * (README, "Limits"). Driven in-process through startRestore in user mode (the files are
+ * (README, "Limits"). Driven in-process through openRestore in user mode (the files are
  * owned by the current user), so it needs no privileges.
  *
  * Bounds: 10,000 entries with ~4 KB paths (about 40 MB of path text), one temporary tree.
@@ -14,7 +14,7 @@ import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import type { TarHeader } from "../../../src/core/archive/tar.js";
 import type { FilesConfig } from "../../../src/drivers/files/config.js";
-import { startRestore } from "../../../src/drivers/files/restore.js";
+import { openRestore } from "../../../src/drivers/files/restore.js";
 import { testState } from "../../helpers/state.js";
 
 setFlagsFromString("--expose-gc");
@@ -58,7 +58,7 @@ test("deep-path-memory: 10,000 entries with 4 KB paths stay within 26 bytes each
       gid,
       allow_root: true,
     } as unknown as FilesConfig;
-    const session = await startRestore(config, {
+    const session = await openRestore(config, {
       app: "notes",
       signal: new AbortController().signal,
       warnings: [],

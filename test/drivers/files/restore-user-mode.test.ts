@@ -5,7 +5,7 @@
  * trees with 0500 directories were left beside the application.
  *
  * The restore runs in a child process as an unprivileged uid (65534 when the tests run as
- * root, the current user otherwise), through startRestore as ferryd would call it.
+ * root, the current user otherwise), through openRestore as ferryd would call it.
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
@@ -35,13 +35,13 @@ test("locked-root-user-mode: an application whose root and subdirectories were r
     chmodSync(live, 0o000);
     const script = `
       import { StateDir } from ${src("core/state-dir.js")};
-      import { startRestore } from ${src("drivers/files/restore.js")};
+      import { openRestore } from ${src("drivers/files/restore.js")};
       const uid = process.getuid(), gid = process.getgid();
       const state = StateDir.open(${JSON.stringify(join(dir, "state"))}, { privileged: false, uid, gids: [gid] });
       const live = ${JSON.stringify(live)};
       const h = (path, type) => ({ path, type, mode: type === "dir" ? 0o750 : 0o640, uid: 0, gid: 0,
         uname: "", gname: "", size: 0, mtimeSec: 1700000000, mtimeNsec: 0, linkpath: "" });
-      const session = await startRestore(
+      const session = await openRestore(
         { driver: "files", paths: [live], owner: "x", uid, gid, allow_root: true },
         { app: "notes", signal: new AbortController().signal, warnings: [], state,
           manifest: { format: 1, app: "notes", driver: "files", paths: [live] } });
