@@ -17,6 +17,7 @@ import type { EndRecord } from "../api/types.js";
 import { ArchiveParser } from "../core/archive/reader.js";
 import { decodeBlock, parsePax, resolveHeader, type TarHeader } from "../core/archive/tar.js";
 import { FerryError } from "../core/errors.js";
+import { failpoint } from "../core/failpoint.js";
 import { VERSION } from "../core/version.js";
 import { FastCDC } from "./fastcdc.js";
 import {
@@ -139,6 +140,7 @@ export class ArchiveStore {
     await this.metaRefs.finish();
     await this.dataRefs.finish();
     await this.repo.flush();
+    failpoint("repo-backup-before-snapshot");
     const manifest = this.parser.manifest as unknown as Record<string, unknown>;
     const who = whoami();
     const snapshot: Snapshot = {

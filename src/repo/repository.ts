@@ -7,6 +7,7 @@
 import { randomBytes } from "node:crypto";
 import { hostname, userInfo } from "node:os";
 import { FerryError } from "../core/errors.js";
+import { failpoint } from "../core/failpoint.js";
 import { VERSION } from "../core/version.js";
 import type { Backend, ObjectKind } from "./backend.js";
 import { compress, decompress, decompressSync } from "./compress.js";
@@ -143,6 +144,8 @@ export class Repository {
   readonly index = new Map<string, IndexEntry>();
   /** Index files loaded into `index`. */
   readonly indexFiles = new Set<string>();
+  /** Further copies of indexed blobs in other packs (after an interrupted prune, concurrent backups). */
+  readonly duplicates: (IndexEntry & { id: string })[] = [];
   private readonly inFlight = new Set<string>();
   private readonly packers: Record<"data" | "meta", PackBuilder | undefined> = {
     data: undefined,
@@ -276,17 +279,35 @@ export class Repository {
   // ---- index ----
 
   async loadIndex(): Promise<void> {
-    for (const f of await this.backend.list("index")) {
-      if (this.indexFiles.has(f.name)) continue;
-      const plain = await this.readFile("index", f.name);
-      for (const [pack, entries] of decodeIndex(plain, f.name)) {
-        for (const e of entries) {
-          const k = hex(e.id);
-          if (!this.index.has(k)) this.index.set(k, { ...e, pack });
-        }
+    for (const f of await this.backend.list("index")) await this.loadIndexFile(f.name);
+  }
+
+  async loadIndexFile(name: string): Promise<void> {
+    if (this.indexFiles.has(name)) return;
+    const plain = await this.readFile("index", name);
+    for (const [pack, entries] of decodeIndex(plain, name)) {
+      for (const e of entries) {
+        const k = hex(e.id);
+        const entry: IndexEntry = {
+          pack,
+          type: e.type,
+          flags: e.flags,
+          offset: e.offset,
+          length: e.length,
+          rawLength: e.rawLength,
+        };
+        const have = this.index.get(k);
+        if (have === undefined) this.index.set(k, entry);
+        else if (have.pack !== pack) this.duplicates.push({ ...entry, id: k });
       }
-      this.indexFiles.add(f.name);
     }
+    this.indexFiles.add(name);
+  }
+
+  /** Every indexed copy of every blob (a blob may sit in several packs). */
+  *allEntries(): Generator<[string, IndexEntry]> {
+    yield* this.index;
+    for (const d of this.duplicates) yield [d.id, d];
   }
 
   /** Writes an index file for packs; returns its name. */
@@ -351,10 +372,38 @@ export class Repository {
   }
 
   private async writePack(p: PackBuilder): Promise<void> {
-    const header = Buffer.alloc(1 + p.entries.length * PACK_ENTRY);
+    const { pack, entries } = await this.writeRawPack(p.parts, p.entries);
+    for (const e of entries) {
+      const k = hex(e.id);
+      this.index.set(k, {
+        pack,
+        type: e.type,
+        flags: e.flags,
+        offset: e.offset,
+        length: e.length,
+        rawLength: e.rawLength,
+      });
+      this.inFlight.delete(k);
+    }
+    this.stats.packs++;
+    const name = pack;
+    this.unindexed.push({ pack: name, entries });
+    if (this.unindexed.length >= PACKS_PER_INDEX) {
+      const batch = this.unindexed;
+      this.unindexed = [];
+      this.indexFiles.add(await this.writeIndex(batch));
+    }
+  }
+
+  /** Writes sealed blobs as one pack (header and trailer appended); returns its index entries. */
+  async writeRawPack(
+    parts: Buffer[],
+    list: { type: number; flags: number; id: Buffer; length: number; rawLength: number }[],
+  ): Promise<{ pack: string; entries: (IndexEntry & { id: Buffer })[] }> {
+    const header = Buffer.alloc(1 + list.length * PACK_ENTRY);
     header[0] = 1;
     let o = 1;
-    for (const e of p.entries) {
+    for (const e of list) {
       header[o] = e.type;
       header[o + 1] = e.flags;
       e.id.copy(header, o + 2);
@@ -366,32 +415,25 @@ export class Repository {
     const trailer = Buffer.alloc(8);
     trailer.writeUInt32LE(sealedHeader.length, 0);
     PACK_MAGIC.copy(trailer, 4);
-    const parts = [...p.parts, sealedHeader, trailer];
-    const name = hex(sha256(parts));
-    await this.backend.write("packs", name, parts);
-    this.stats.packs++;
+    const all = [...parts, sealedHeader, trailer];
+    const pack = hex(sha256(all));
+    await this.backend.write("packs", pack, all);
+    failpoint("repo-after-pack");
     let offset = 0;
     const entries: (IndexEntry & { id: Buffer })[] = [];
-    for (const e of p.entries) {
-      const entry = {
-        pack: name,
+    for (const e of list) {
+      entries.push({
+        pack,
         type: e.type,
         flags: e.flags,
         offset,
         length: e.length,
         rawLength: e.rawLength,
-      };
-      entries.push({ ...entry, id: e.id });
-      this.index.set(hex(e.id), entry);
-      this.inFlight.delete(hex(e.id));
+        id: e.id,
+      });
       offset += e.length;
     }
-    this.unindexed.push({ pack: name, entries });
-    if (this.unindexed.length >= PACKS_PER_INDEX) {
-      const batch = this.unindexed;
-      this.unindexed = [];
-      this.indexFiles.add(await this.writeIndex(batch));
-    }
+    return { pack, entries };
   }
 
   /** Writes every pending pack and an index for them; after it, every saved blob is durable and indexed. */
