@@ -4,10 +4,11 @@
  * - snapshots are grouped (here: by host and app) and each group is walked newest first;
  * - `--keep-last n` keeps the n newest; `--keep-hourly/-daily/-weekly/-monthly/-yearly n`
  *   keep the newest snapshot of each of the n most recent hours/days/ISO weeks/months/
- *   years that have snapshots; a snapshot is kept if any rule keeps it; a rule whose
- *   count is not used up when the walk reaches the oldest snapshot keeps that one too
- *   (restic ≥ 0.15);
- * - a count of -1 means unlimited;
+ *   years that have snapshots; a snapshot is kept if any rule keeps it;
+ * - this is restic 0.14's behaviour (Debian's restic, which test/repo/policy.test.ts's
+ *   table was computed with); restic ≥ 0.15 also keeps the oldest snapshot when a rule's
+ *   count is not used up, Ferry does not;
+ * - a count of -1 means unlimited (as in restic ≥ 0.15; 0.14 removed everything);
  * - `--keep-tag T` keeps every snapshot carrying T (T may be "a,b": all of them);
  * - a policy with no rule at all is refused (it would remove everything).
  *
@@ -118,8 +119,8 @@ export function applyPolicy<T extends PolicySnapshot>(list: T[], p: KeepPolicy):
     for (const b of buckets) {
       if (b.count > 0 || b.count === -1) {
         const val = b.bucker(d, nr);
-        if (val !== b.last || nr === sorted.length - 1) {
-          reasons.push(val === b.last ? `oldest ${b.reason}` : b.reason);
+        if (val !== b.last) {
+          reasons.push(b.reason);
           b.last = val;
           if (b.count > 0) b.count--;
         }
