@@ -12,7 +12,7 @@ import { ArchiveStore, listEntries, rebuildArchive } from "../../src/repo/archiv
 import { LocalBackend } from "../../src/repo/backend.js";
 import { checkRepository } from "../../src/repo/check.js";
 import { RepoLock } from "../../src/repo/lock.js";
-import { decodeTree, hex, Repository } from "../../src/repo/repository.js";
+import { hex, Repository } from "../../src/repo/repository.js";
 import { FERRY, ROOT } from "../helpers/proc.js";
 import { makeArchive, mixedFiles, prng, sha256hex, type TestFile, tempDir } from "./helpers.js";
 
