@@ -10,7 +10,7 @@ import { FerryError } from "../core/errors.js";
 import { failpoint } from "../core/failpoint.js";
 import { VERSION } from "../core/version.js";
 import type { Backend, ObjectKind } from "./backend.js";
-import { compress, decompress, decompressSync } from "./compress.js";
+import { compress, compressSync, decompress, decompressSync } from "./compress.js";
 import {
   AeadCrypto,
   type Crypto,
@@ -90,6 +90,9 @@ export interface Snapshot {
 export interface LoadedSnapshot extends Snapshot {
   id: string;
 }
+
+/** Blobs smaller than this are compressed on the calling thread. */
+const SYNC_COMPRESS_MAX = 32 * 1024;
 
 /** Target size of a pack file. */
 export const PACK_TARGET = 4 * 1024 * 1024;
@@ -336,7 +339,8 @@ export class Repository {
     let stored = data;
     let flags = 0;
     if (data.length > 64) {
-      const z = await compress(data);
+      // Small blobs are cheaper to compress here than to hand to the thread pool.
+      const z = data.length < SYNC_COMPRESS_MAX ? compressSync(data) : await compress(data);
       if (z.length < data.length) {
         stored = z;
         flags = FLAG_ZSTD;
