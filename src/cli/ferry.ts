@@ -38,20 +38,24 @@ Commands:
   doctor                     check the socket, the peer check, ferryd's uid and capabilities,
                              each application's health and the space restores need
   version [--json]           show ferry's and ferryd's versions, ferryd's uid and capabilities
+  init [--insecure-no-password]
+                             create a repository (encrypted unless told otherwise)
+  backup APP… | --all [--tag T]…
+                             one snapshot per application; goes on past failures
+  snapshots [--app A]        list the repository's snapshots
+  ls SNAPSHOT                the entries of a snapshot, like tar -tv
+  dump SNAPSHOT              the stored archive to stdout, byte for byte as ferryd sent it
+  restore SNAPSHOT           restore the snapshot's application through ferryd
+  check [--read-data]        verify the repository (and every blob with --read-data)
+  forget --keep-{last,hourly,daily,weekly,monthly,yearly} N | --keep-tag T [--app A]
+         [--dry-run] [--prune]
+                             remove snapshots by restic's keep policies, per app
+  prune [--dry-run]          remove unused data, repack mostly-empty packs
 
-Repository commands (docs/repository.md); all take --repo PATH (default $FERRY_REPO) and --json:
-  init [--insecure-no-password]          create a repository (encrypted unless told otherwise)
-  backup APP… | --all [--tag T]…         one snapshot per application; goes on past failures
-  snapshots [--app A]                    list snapshots
-  ls SNAPSHOT                            the entries of a snapshot, like tar -tv
-  dump SNAPSHOT                          the stored archive to stdout, byte for byte as ferryd sent it
-  restore SNAPSHOT                       restore the snapshot's application through ferryd
-  check [--read-data]                    verify the structure (and every blob with --read-data)
-  forget --keep-{last,hourly,daily,weekly,monthly,yearly} N | --keep-tag T
-         [--app A] [--dry-run] [--prune] remove snapshots by restic's keep policies, per app
-  prune [--dry-run]                      remove unused data, repack mostly-empty packs
-  SNAPSHOT is an id, a unique prefix of one (4+ hex digits), or 'latest'.
-  Password: $FERRY_PASSWORD, --password-file FILE, --password-command CMD, or a terminal prompt.
+Repository commands (init … prune, docs/repository.md) take --repo PATH (default
+$FERRY_REPO) and --json. SNAPSHOT is an id, a unique prefix of one (4+ hex digits), or
+'latest'. The password: --password-file FILE, --password-command CMD, $FERRY_PASSWORD,
+or a prompt on a terminal.
 
 Options:
   --socket PATH   ferryd's socket (default $FERRY_SOCKET, else /run/ferry/ferry.sock);
