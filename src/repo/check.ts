@@ -35,7 +35,7 @@ export interface CheckReport {
 
 export async function checkRepository(
   repo: Repository,
-  opts: { readData: boolean; onProgress?: (done: number, total: number) => void },
+  opts: { readData: boolean; onProgress?: (done: number, total: number, bytes: number) => void },
 ): Promise<CheckReport> {
   const report: CheckReport = {
     snapshots: 0,
@@ -120,7 +120,7 @@ export async function checkRepository(
   if (opts.readData) {
     let done = 0;
     for (const [pack, entries] of byPack) {
-      opts.onProgress?.(done++, byPack.size);
+      opts.onProgress?.(done++, byPack.size, report.bytesRead);
       const size = onDisk.get(pack);
       if (size === undefined) continue;
       let data: Buffer;

@@ -18,7 +18,8 @@ import { prune } from "../../repo/prune.js";
 import { type LoadedSnapshot, Repository } from "../../repo/repository.js";
 import { errorFromBody, type FerryClient, parseStatusTrailer, readBody } from "../client.js";
 import { EXIT, UsageError } from "../exit-codes.js";
-import { formatBytes, Progress } from "../progress.js";
+import { formatBytes } from "../progress.js";
+import { RepoProgress } from "./repo-progress.js";
 
 export interface RepoOptions {
   repo?: string;
@@ -193,18 +194,19 @@ async function backupOne(
   app: string,
   tags: string[],
   signal: AbortSignal,
+  expected: number | undefined,
 ): Promise<BackupResult> {
   const res = await client.request("POST", `/v1/apps/${encodeURIComponent(app)}/backup`, signal);
   if (res.statusCode !== 200)
     throw errorFromBody(res.statusCode ?? 500, await readBody(res, 1 << 20));
   const before = { ...repo.stats };
   const store = new ArchiveStore(repo, { app, tags });
-  const progress = new Progress(`backup ${app}`);
+  const progress = new RepoProgress(`backup ${app}`, expected);
   try {
     try {
       for await (const chunk of res) {
         await store.write(chunk as Buffer);
-        progress.update(store.bytes, store.parser.entries);
+        progress.update(store.bytes, `${store.parser.entries} entries`);
       }
     } catch (err) {
       if (signal.aborted) throw new FerryError("CANCELLED", "interrupted");
@@ -254,10 +256,15 @@ export async function backupCommand(
   const results: BackupResult[] = [];
   try {
     await repo.loadIndex();
+    // The previous snapshot of each app estimates this one's size, for the ETA.
+    const lastSize = new Map<string, number>();
+    if (process.stderr.isTTY) {
+      for (const s of await repo.listSnapshots()) lastSize.set(s.app, s.archive.bytes);
+    }
     for (const app of names) {
       if (abort.signal.aborted) break;
       try {
-        const r = await backupOne(client, repo, app, tags, abort.signal);
+        const r = await backupOne(client, repo, app, tags, abort.signal, lastSize.get(app));
         results.push(r);
         if (!o.json) {
           for (const w of r.warnings ?? []) process.stderr.write(`ferry: ${app}: warning: ${w}\n`);
@@ -408,7 +415,7 @@ export async function restoreCommand(
   const repo = await openRepo(o);
   await repo.loadIndex();
   const snap = await repo.findSnapshot(ref);
-  const progress = new Progress(`restore ${snap.app}`);
+  const progress = new RepoProgress(`restore ${snap.app}`, snap.archive.bytes);
   let sent = 0;
   const source = Readable.from(
     (async function* () {
@@ -463,12 +470,12 @@ export async function restoreCommand(
 export async function checkCommand(o: RepoOptions, readData: boolean): Promise<number> {
   const repo = await openRepo(o);
   const lock = await RepoLock.acquire(repo, false);
-  const progress = new Progress("check --read-data");
+  const progress = new RepoProgress("check --read-data");
   let report: Awaited<ReturnType<typeof checkRepository>>;
   try {
     report = await checkRepository(repo, {
       readData,
-      onProgress: (done, total) => progress.update(done, total),
+      onProgress: (done, total, bytes) => progress.update(bytes, `pack ${done} of ${total}`),
     });
   } finally {
     progress.clear();
