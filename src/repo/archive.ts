@@ -33,6 +33,10 @@ import {
 } from "./repository.js";
 import { TarSplitter, TarWalker } from "./tarsplit.js";
 
+/** A tree blob is cut after a ref whose id's first byte has these bits clear (1 in 32). */
+const TREE_CUT_MASK = 31;
+const TREE_MIN_REFS = 8;
+
 /** Blobs being compressed and sealed at once. */
 const IN_FLIGHT = 6;
 
@@ -44,7 +48,13 @@ class RefList {
   async add(r: BlobRef): Promise<void> {
     this.refs.push(r);
     this.count++;
-    if (this.refs.length >= REFS_PER_TREE) await this.cut();
+    // Content-defined cuts of the list itself (on the ids, which are uniformly random):
+    // an unchanged run of blobs gives the same tree blobs, so a backup that changed a few
+    // files rewrites only the few small trees around them.
+    const n = this.refs.length;
+    if (n >= REFS_PER_TREE || (n >= TREE_MIN_REFS && ((r.id[0] as number) & TREE_CUT_MASK) === 0)) {
+      await this.cut();
+    }
   }
   private async cut(): Promise<void> {
     const refs = this.refs;

@@ -28,8 +28,8 @@ export interface ChunkerParams {
 
 /** File contents: 64 KiB ≤ chunk ≤ 1 MiB, around 256 KiB. */
 export const CONTENT_PARAMS: ChunkerParams = { min: 64 * 1024, avg: 256 * 1024, max: 1024 * 1024 };
-/** The metadata stream (headers, small files): 2 KiB ≤ chunk ≤ 64 KiB, around 8 KiB. */
-export const META_PARAMS: ChunkerParams = { min: 2 * 1024, avg: 8 * 1024, max: 64 * 1024 };
+/** The metadata stream (headers, small files): 1 KiB ≤ chunk ≤ 32 KiB, around 4 KiB. */
+export const META_PARAMS: ChunkerParams = { min: 1024, avg: 4 * 1024, max: 32 * 1024 };
 
 export function gearTable(seed: Buffer): Uint32Array {
   const t = new Uint32Array(256);

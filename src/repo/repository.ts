@@ -585,7 +585,7 @@ export function blobAad(id: Buffer, type: number): Buffer {
 }
 
 export const TREE_ENTRY = 36;
-export const REFS_PER_TREE = 16384;
+export const REFS_PER_TREE = 4096;
 
 export function encodeTree(refs: BlobRef[]): Buffer {
   const b = Buffer.alloc(refs.length * TREE_ENTRY);
