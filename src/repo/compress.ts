@@ -8,7 +8,10 @@
 import { Decoder, Encoder } from "@toondepauw/node-zstd";
 import { FerryError } from "../core/errors.js";
 
-export const ZSTD_LEVEL = 3;
+/** Level 1: on a tar of /usr/share/doc and Perl (170 MB) 671 MB/s at ratio 0.472, against
+ * 267 MB/s at 0.462 for level 3 (one core of the development machine): 2.5× the speed for
+ * 2% more bytes. */
+export const ZSTD_LEVEL = 1;
 
 const encoder = new Encoder(ZSTD_LEVEL);
 const decoder = new Decoder();
