@@ -23,6 +23,7 @@ import {
   restoreCommand,
   snapshotsCommand,
 } from "./commands/repo.js";
+import { backupToRestic, restoreFromRestic } from "./commands/restic-target.js";
 import { EXIT, UsageError } from "./exit-codes.js";
 import { runMain } from "./main.js";
 
@@ -40,12 +41,14 @@ Commands:
   version [--json]           show ferry's and ferryd's versions, ferryd's uid and capabilities
   init [--insecure-no-password]
                              create a repository (encrypted unless told otherwise)
-  backup APP… | --all [--tag T]…
-                             one snapshot per application; goes on past failures
+  backup APP… | --all [--tag T]… [--to restic:REPO]
+                             one snapshot per application; goes on past failures; with
+                             --to, each verified archive piped to restic backup --stdin
   snapshots [--app A]        list the repository's snapshots
   ls SNAPSHOT                the entries of a snapshot, like tar -tv
   dump SNAPSHOT              the stored archive to stdout, byte for byte as ferryd sent it
-  restore SNAPSHOT           restore the snapshot's application through ferryd
+  restore SNAPSHOT [--from restic:REPO]
+                             restore the snapshot's application through ferryd
   check [--read-data]        verify the repository (and every blob with --read-data)
   forget --keep-{last,hourly,daily,weekly,monthly,yearly} N | --keep-tag T [--app A]
          [--dry-run] [--prune]
@@ -93,11 +96,16 @@ const COMMANDS: Record<string, Options> = {
   import: { input: { type: "string", short: "i" } },
   version: { json: { type: "boolean" } },
   init: { ...REPO, "insecure-no-password": { type: "boolean" } },
-  backup: { ...REPO, all: { type: "boolean" }, tag: { type: "string", multiple: true } },
+  backup: {
+    ...REPO,
+    all: { type: "boolean" },
+    tag: { type: "string", multiple: true },
+    to: { type: "string" },
+  },
   snapshots: { ...REPO, app: { type: "string" } },
   ls: REPO,
   dump: REPO,
-  restore: REPO,
+  restore: { ...REPO, from: { type: "string" } },
   check: { ...REPO, "read-data": { type: "boolean" } },
   forget: {
     ...REPO,
@@ -108,6 +116,13 @@ const COMMANDS: Record<string, Options> = {
   },
   prune: { ...REPO, "dry-run": { type: "boolean" } },
 };
+
+function resticRepo(target: string, flag: string): string {
+  if (!target.startsWith("restic:") || target.length <= "restic:".length) {
+    throw new UsageError(`${flag} takes restic:REPO (borg is not supported yet)`);
+  }
+  return target.slice("restic:".length);
+}
 
 function keepCount(v: unknown, name: string): number | undefined {
   if (v === undefined) return undefined;
@@ -191,6 +206,15 @@ async function main(): Promise<number> {
         throw new UsageError("backup takes application names or --all, not both");
       if (v.all !== true && pos.length === 0)
         throw new UsageError("backup takes application names or --all");
+      if (v.to !== undefined) {
+        return backupToRestic(
+          client,
+          resticRepo(v.to as string, "--to"),
+          v.all === true ? "all" : pos,
+          (v.tag as string[] | undefined) ?? [],
+          v.json === true,
+        );
+      }
       return backupCommand(
         client,
         ro,
@@ -209,6 +233,14 @@ async function main(): Promise<number> {
       return dumpCommand(ro, pos[0] as string);
     case "restore":
       want(1, "one snapshot");
+      if (v.from !== undefined) {
+        return restoreFromRestic(
+          client,
+          resticRepo(v.from as string, "--from"),
+          pos[0] as string,
+          v.json === true,
+        );
+      }
       return restoreCommand(client, ro, pos[0] as string);
     case "check":
       want(0, "no arguments");

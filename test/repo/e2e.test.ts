@@ -176,6 +176,64 @@ os_user = "${app.name}"
     assert.match(c.stderr, /in no index/);
   });
 
+  test("restic target: backup --to restic:REPO and restore --from restic:REPO round-trip", async () => {
+    const rrepo = join(dir, "restic-repo");
+    const cache = join(dir, "restic-cache");
+    for (const d of [rrepo, cache]) {
+      mkdirSync(d, { mode: 0o700 });
+      chownSync(d, svc.uid, svc.gid);
+    }
+    const renv = { RESTIC_PASSWORD: "restic e2e", RESTIC_CACHE_DIR: cache };
+    execFileSync(
+      "setpriv",
+      [
+        `--reuid=${svc.uid}`,
+        `--regid=${svc.gid}`,
+        "--init-groups",
+        "--",
+        "restic",
+        "-r",
+        rrepo,
+        "init",
+      ],
+      {
+        env: { ...process.env, ...renv },
+        stdio: "ignore",
+      },
+    );
+    const before = readFileSync(join(live, "a.txt"), "utf8");
+    const b = await f(
+      ["backup", "notes", "--to", `restic:${rrepo}`, "--tag", "e2e", "--json"],
+      renv,
+    );
+    assert.equal(b.code, 0, b.stderr);
+    const sha = JSON.parse(b.stdout.toString()).results[0].sha256;
+    assert.match(sha, /^[0-9a-f]{64}$/);
+    writeFileSync(join(live, "a.txt"), "changed again\n");
+    const r = await f(["restore", "latest", "--from", `restic:${rrepo}`], renv);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(readFileSync(join(live, "a.txt"), "utf8"), before);
+    // A failing app never becomes a restic snapshot.
+    const bad = await f(["backup", "broken", "--to", `restic:${rrepo}`], renv);
+    assert.equal(bad.code, 1);
+    const list = execFileSync(
+      "setpriv",
+      [
+        `--reuid=${svc.uid}`,
+        `--regid=${svc.gid}`,
+        "--init-groups",
+        "--",
+        "restic",
+        "-r",
+        rrepo,
+        "snapshots",
+        "--json",
+      ],
+      { env: { ...process.env, ...renv } },
+    ).toString();
+    assert.equal(JSON.parse(list).length, 1);
+  });
+
   test("two concurrent backups into one repository both succeed", async () => {
     const [a, b] = await Promise.all([f(["backup", "notes"]), f(["backup", "db"])]);
     assert.equal(a.code, 0, a.stderr);
