@@ -61,7 +61,13 @@ export class RepoLock {
     const lock = new RepoLock(repo, info);
     for (let attempt = 0; ; attempt++) {
       lock.name = await repo.writeFile("locks", Buffer.from(JSON.stringify(info)));
-      const conflict = await lock.conflicting();
+      let conflict: LockInfo | undefined;
+      try {
+        conflict = await lock.conflicting();
+      } catch (err) {
+        await repo.backend.remove("locks", lock.name);
+        throw err;
+      }
       if (conflict === undefined) break;
       await repo.backend.remove("locks", lock.name);
       lock.name = undefined;
