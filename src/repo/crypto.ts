@@ -100,13 +100,22 @@ function aadBuf(aad: string | Buffer): Buffer {
   return typeof aad === "string" ? Buffer.from(aad, "utf8") : aad;
 }
 
+/** Random nonces drawn from a pool: one getrandom call per 341 seals, not one per seal. */
+let noncePool = Buffer.alloc(0);
+function nonce(): Buffer {
+  if (noncePool.length < NONCE) noncePool = randomBytes(NONCE * 341);
+  const n = noncePool.subarray(0, NONCE);
+  noncePool = noncePool.subarray(NONCE);
+  return n;
+}
+
 export function seal(key: Buffer, plain: Buffer, aad: string | Buffer): Buffer {
-  const nonce = randomBytes(NONCE);
-  const c = createCipheriv("aes-256-gcm", key, nonce);
+  const nonce_ = nonce();
+  const c = createCipheriv("aes-256-gcm", key, nonce_);
   c.setAAD(aadBuf(aad));
   const body = c.update(plain);
   const fin = c.final();
-  return Buffer.concat([nonce, body, fin, c.getAuthTag()]);
+  return Buffer.concat([nonce_, body, fin, c.getAuthTag()]);
 }
 
 /** Opens sealed bytes; undefined when they fail authentication. */

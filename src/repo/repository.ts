@@ -4,7 +4,7 @@
  * and loads blobs (deduplicated, compressed, sealed, packed), reads and writes the
  * index, snapshots and locks. What a snapshot's blobs mean is archive.ts's business.
  */
-import { randomBytes } from "node:crypto";
+import { randomBytes, webcrypto } from "node:crypto";
 import { hostname, userInfo } from "node:os";
 import { FerryError } from "../core/errors.js";
 import { failpoint } from "../core/failpoint.js";
@@ -420,7 +420,11 @@ export class Repository {
     trailer.writeUInt32LE(sealedHeader.length, 0);
     PACK_MAGIC.copy(trailer, 4);
     const all = [...parts, sealedHeader, trailer];
-    const pack = hex(sha256(all));
+    // Hashed on the thread pool (WebCrypto), not the main thread that chunks and hashes
+    // the incoming archive.
+    const pack = Buffer.from(await webcrypto.subtle.digest("SHA-256", Buffer.concat(all))).toString(
+      "hex",
+    );
     await this.backend.write("packs", pack, all);
     failpoint("repo-after-pack");
     let offset = 0;
