@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { ArchiveStore, listEntries, rebuildArchive } from "../../src/repo/archive.js";
@@ -164,6 +164,23 @@ test("attack: the config rewritten to 'unencrypted' does not make ferry write pl
     Repository.open(new LocalBackend(path), { password: undefined }),
     /tampered/,
   );
+});
+
+test("attack: another local user reads the repository — every directory is 0700, every file 0600", async () => {
+  const { path, repo } = await newRepo();
+  await store(repo, "a", await makeArchive("a", mixedFiles(20)));
+  const lock = await RepoLock.acquire(repo, false);
+  const walk = (p: string): void => {
+    const st = statSync(p);
+    if (st.isDirectory()) {
+      assert.equal(st.mode & 0o777, 0o700, p);
+      for (const n of readdirSync(p)) walk(join(p, n));
+    } else {
+      assert.equal(st.mode & 0o777, 0o600, p);
+    }
+  };
+  walk(path);
+  await lock.release();
 });
 
 test("an unencrypted repository is announced by every command", async () => {
