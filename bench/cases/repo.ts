@@ -12,8 +12,8 @@
  * as the backup user through ferryd. restic's repository password is fixed and its cache
  * lives in the temporary directory.
  *
- * `ferry backup` does not exist yet; its command line here (`ferry backup APP --repo DIR`,
- * `ferry init --repo DIR` when `init` exists) is a placeholder to adjust when it lands.
+ * Ferry's side: `ferry init --repo DIR` then `ferry backup small --repo DIR`, encrypted
+ * with a fixed password (FERRY_PASSWORD), as the backup user through ferryd.
  * repo-1pct changes the small tree, so it runs after every other case.
  */
 import { rmSync } from "node:fs";
@@ -61,6 +61,9 @@ class Restic {
   }
 }
 
+/** Ferry's repository is encrypted, like restic's: the same fixed password. */
+const FERRY_ENV = { FERRY_PASSWORD: "ferry-bench" };
+
 class FerryRepo {
   constructor(
     private readonly env: BenchEnv,
@@ -70,14 +73,19 @@ class FerryRepo {
   async init(repo: string) {
     rmSync(repo, { recursive: true, force: true });
     if (this.hasInit) {
-      await run(ferryArgv(this.env, this.daemon.socket, ["init", "--repo", repo]));
+      await run(ferryArgv(this.env, this.daemon.socket, ["init", "--repo", repo]), {
+        env: FERRY_ENV,
+      });
     } else {
       this.env.ownedDir(repo, this.env.backupUser, 0o700);
     }
   }
   async backup(repo: string, app: string): Promise<number> {
-    return (await run(ferryArgv(this.env, this.daemon.socket, ["backup", app, "--repo", repo])))
-      .seconds;
+    return (
+      await run(ferryArgv(this.env, this.daemon.socket, ["backup", app, "--repo", repo]), {
+        env: FERRY_ENV,
+      })
+    ).seconds;
   }
 }
 

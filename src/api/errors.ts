@@ -232,6 +232,57 @@ export const ERRORS = {
     description:
       "The application's agent broke the agent protocol (docs/agent-protocol.md): a bad status, header, JSON body, tar stream or trailer.",
   },
+  REPO_NOT_FOUND: {
+    status: 404,
+    exit: "failure",
+    description:
+      "No Ferry repository at the path given with --repo or FERRY_REPO (create one with `ferry init`).",
+  },
+  REPO_EXISTS: {
+    status: 409,
+    exit: "failure",
+    description: "`ferry init` was pointed at a directory that already holds a repository.",
+  },
+  REPO_FORMAT_UNSUPPORTED: {
+    status: 400,
+    exit: "failure",
+    description:
+      "The repository (or one of its files) has a format version this ferry does not read; upgrade ferry (docs/repository.md).",
+  },
+  REPO_WRONG_PASSWORD: {
+    status: 403,
+    exit: "refused",
+    description: "No key file of the repository opens with the password given.",
+  },
+  PASSWORD_REQUIRED: {
+    status: 400,
+    exit: "usage",
+    description:
+      "The repository is encrypted and no password was given (FERRY_PASSWORD, --password-file, --password-command, or a terminal).",
+  },
+  REPO_UNENCRYPTED: {
+    status: 400,
+    exit: "refused",
+    description:
+      "A password was given for a repository made with --insecure-no-password; ferry refuses rather than store data meant to be encrypted in plaintext.",
+  },
+  REPO_LOCKED: {
+    status: 409,
+    exit: "failure",
+    description:
+      "Another ferry holds a conflicting lock on the repository (prune needs it alone); stale locks of dead processes are removed automatically.",
+  },
+  REPO_CORRUPT: {
+    status: 500,
+    exit: "failure",
+    description:
+      "A repository file is damaged, missing, or fails authentication; `ferry check` names the affected snapshots.",
+  },
+  SNAPSHOT_NOT_FOUND: {
+    status: 404,
+    exit: "failure",
+    description: "No snapshot has that id (or id prefix), or the prefix is ambiguous.",
+  },
   CANCELLED: { status: 499, exit: "failure", description: "The work was cancelled." },
   INTERNAL: {
     status: 500,

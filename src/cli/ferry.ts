@@ -11,6 +11,19 @@ import { doctorCommand } from "./commands/doctor.js";
 import { exportCommand, exportManyCommand } from "./commands/export.js";
 import { importCommand } from "./commands/import.js";
 import { cancelCommand, jobsCommand } from "./commands/jobs.js";
+import {
+  backupCommand,
+  checkCommand,
+  dumpCommand,
+  forgetCommand,
+  initCommand,
+  lsCommand,
+  pruneCommand,
+  type RepoOptions,
+  restoreCommand,
+  snapshotsCommand,
+} from "./commands/repo.js";
+import { backupToRestic, restoreFromRestic } from "./commands/restic-target.js";
 import { EXIT, UsageError } from "./exit-codes.js";
 import { runMain } from "./main.js";
 
@@ -26,6 +39,26 @@ Commands:
   doctor                     check the socket, the peer check, ferryd's uid and capabilities,
                              each application's health and the space restores need
   version [--json]           show ferry's and ferryd's versions, ferryd's uid and capabilities
+  init [--insecure-no-password]
+                             create a repository (encrypted unless told otherwise)
+  backup APP… | --all [--tag T]… [--to restic:REPO]
+                             one snapshot per application; goes on past failures; with
+                             --to, each verified archive piped to restic backup --stdin
+  snapshots [--app A]        list the repository's snapshots
+  ls SNAPSHOT                the entries of a snapshot, like tar -tv
+  dump SNAPSHOT              the stored archive to stdout, byte for byte as ferryd sent it
+  restore SNAPSHOT [--from restic:REPO]
+                             restore the snapshot's application through ferryd
+  check [--read-data]        verify the repository (and every blob with --read-data)
+  forget --keep-{last,hourly,daily,weekly,monthly,yearly} N | --keep-tag T [--app A]
+         [--dry-run] [--prune]
+                             remove snapshots by restic's keep policies, per app
+  prune [--dry-run]          remove unused data, repack mostly-empty packs
+
+Repository commands (init … prune, docs/repository.md) take --repo PATH (default
+$FERRY_REPO) and --json. SNAPSHOT is an id, a unique prefix of one (4+ hex digits), or
+'latest'. The password: --password-file FILE, --password-command CMD, $FERRY_PASSWORD,
+or a prompt on a terminal.
 
 Options:
   --socket PATH   ferryd's socket (default $FERRY_SOCKET, else /run/ferry/ferry.sock);
@@ -36,7 +69,23 @@ Exit codes: 0 ok, 1 failure, 2 usage, 3 refused by ferryd (or the socket's permi
 4 ferryd unreachable, 130 interrupted.
 `;
 
-type Options = Record<string, { type: "string" | "boolean"; short?: string }>;
+type Options = Record<string, { type: "string" | "boolean"; short?: string; multiple?: boolean }>;
+
+const REPO: Options = {
+  repo: { type: "string" },
+  "password-file": { type: "string" },
+  "password-command": { type: "string" },
+  json: { type: "boolean" },
+};
+const KEEP: Options = {
+  "keep-last": { type: "string" },
+  "keep-hourly": { type: "string" },
+  "keep-daily": { type: "string" },
+  "keep-weekly": { type: "string" },
+  "keep-monthly": { type: "string" },
+  "keep-yearly": { type: "string" },
+  "keep-tag": { type: "string", multiple: true },
+};
 
 const COMMANDS: Record<string, Options> = {
   apps: { json: { type: "boolean" } },
@@ -46,7 +95,42 @@ const COMMANDS: Record<string, Options> = {
   doctor: {},
   import: { input: { type: "string", short: "i" } },
   version: { json: { type: "boolean" } },
+  init: { ...REPO, "insecure-no-password": { type: "boolean" } },
+  backup: {
+    ...REPO,
+    all: { type: "boolean" },
+    tag: { type: "string", multiple: true },
+    to: { type: "string" },
+  },
+  snapshots: { ...REPO, app: { type: "string" } },
+  ls: REPO,
+  dump: REPO,
+  restore: { ...REPO, from: { type: "string" } },
+  check: { ...REPO, "read-data": { type: "boolean" } },
+  forget: {
+    ...REPO,
+    ...KEEP,
+    app: { type: "string" },
+    "dry-run": { type: "boolean" },
+    prune: { type: "boolean" },
+  },
+  prune: { ...REPO, "dry-run": { type: "boolean" } },
 };
+
+function resticRepo(target: string, flag: string): string {
+  if (!target.startsWith("restic:") || target.length <= "restic:".length) {
+    throw new UsageError(`${flag} takes restic:REPO (borg is not supported yet)`);
+  }
+  return target.slice("restic:".length);
+}
+
+function keepCount(v: unknown, name: string): number | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== "string" || !/^(-1|[0-9]{1,9})$/.test(v)) {
+    throw new UsageError(`--${name} takes a whole number (or -1 for unlimited)`);
+  }
+  return Number(v);
+}
 
 const GLOBAL: Options = {
   socket: { type: "string" },
@@ -106,7 +190,80 @@ async function main(): Promise<number> {
     if (pos.length !== n) throw new UsageError(`${command} takes ${what}`);
   };
 
+  const ro: RepoOptions = {
+    repo: v.repo as string | undefined,
+    passwordFile: v["password-file"] as string | undefined,
+    passwordCommand: v["password-command"] as string | undefined,
+    json: v.json === true,
+  };
+
   switch (command) {
+    case "init":
+      want(0, "no arguments");
+      return initCommand(ro, v["insecure-no-password"] === true);
+    case "backup": {
+      if (v.all === true && pos.length > 0)
+        throw new UsageError("backup takes application names or --all, not both");
+      if (v.all !== true && pos.length === 0)
+        throw new UsageError("backup takes application names or --all");
+      if (v.to !== undefined) {
+        return backupToRestic(
+          client,
+          resticRepo(v.to as string, "--to"),
+          v.all === true ? "all" : pos,
+          (v.tag as string[] | undefined) ?? [],
+          v.json === true,
+        );
+      }
+      return backupCommand(
+        client,
+        ro,
+        v.all === true ? "all" : pos,
+        (v.tag as string[] | undefined) ?? [],
+      );
+    }
+    case "snapshots":
+      want(0, "no arguments");
+      return snapshotsCommand(ro, v.app as string | undefined);
+    case "ls":
+      want(1, "one snapshot");
+      return lsCommand(ro, pos[0] as string);
+    case "dump":
+      want(1, "one snapshot");
+      return dumpCommand(ro, pos[0] as string);
+    case "restore":
+      want(1, "one snapshot");
+      if (v.from !== undefined) {
+        return restoreFromRestic(
+          client,
+          resticRepo(v.from as string, "--from"),
+          pos[0] as string,
+          v.json === true,
+        );
+      }
+      return restoreCommand(client, ro, pos[0] as string);
+    case "check":
+      want(0, "no arguments");
+      return checkCommand(ro, v["read-data"] === true);
+    case "forget":
+      want(0, "no arguments (snapshots are chosen by the --keep-* policy)");
+      return forgetCommand(ro, {
+        policy: {
+          last: keepCount(v["keep-last"], "keep-last"),
+          hourly: keepCount(v["keep-hourly"], "keep-hourly"),
+          daily: keepCount(v["keep-daily"], "keep-daily"),
+          weekly: keepCount(v["keep-weekly"], "keep-weekly"),
+          monthly: keepCount(v["keep-monthly"], "keep-monthly"),
+          yearly: keepCount(v["keep-yearly"], "keep-yearly"),
+          tags: (v["keep-tag"] as string[] | undefined) ?? [],
+        },
+        app: v.app as string | undefined,
+        dryRun: v["dry-run"] === true,
+        prune: v.prune === true,
+      });
+    case "prune":
+      want(0, "no arguments");
+      return pruneCommand(ro, v["dry-run"] === true);
     case "apps":
       want(0, "no arguments");
       return appsCommand(client, v.json === true);
