@@ -339,6 +339,25 @@ describe("agent end to end: the notes app", { skip: needsRoot, timeout: 300_000 
     }
   }
 
+  test("the repository stores and restores the agent app like any other", async () => {
+    const repo = join(dir, "out/repo");
+    const env = { FERRY_REPO: repo, FERRY_PASSWORD: "agent e2e password" };
+    const f = (args: string[]) => ferry(ferrySock(), args, { user: backup, env });
+    const init = await f(["init"]);
+    assert.equal(init.code, 0, init.stderr);
+    await api("PUT", "/notes/kept", "the note the snapshot holds");
+    const kept = await notes();
+    const b = await f(["backup", "notes", "--json"]);
+    assert.equal(b.code, 0, b.stderr);
+    await api("PUT", "/notes/kept", "changed after the snapshot");
+    assert.notEqual(await notes(), kept);
+    const r = await f(["restore", "latest"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(await notes(), kept);
+    const c = await f(["check", "--read-data"]);
+    assert.equal(c.code, 0, c.stderr);
+  });
+
   test("an impostor's own socket on the configured path: AGENT_IMPOSTOR, nothing sent", async () => {
     await impostorCase(false);
   });
