@@ -8,6 +8,7 @@
  * would already have run, as root in the instance that then switches to the backup user.
  */
 import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { assertCodeSafe, CodeUnsafeError } from "../daemon/code-check.js";
 
 /** Root, or any effective capability (read from the kernel's own report). */
@@ -22,6 +23,17 @@ function privileged(): boolean {
 }
 
 if (privileged()) {
+  // CommonJS require() also searches $HOME/.node_modules, $HOME/.node_libraries and
+  // $NODE_PATH when a package is missing (debug, under ioredis, probes for supports-color):
+  // with HOME the backup user's (systemd's User=, or the --user switch), the backup user
+  // could plant a module that ferryd would run with its capabilities. Those search paths
+  // are recomputed from root's own home here, before anything else loads; the environment
+  // itself is left as it was (a `ferryd run` command keeps its HOME).
+  const saved = { HOME: process.env.HOME, NODE_PATH: process.env.NODE_PATH };
+  process.env.HOME = "/";
+  delete process.env.NODE_PATH;
+  (createRequire(import.meta.url)("node:module") as { _initPaths(): void })._initPaths();
+  for (const [k, v] of Object.entries(saved)) if (v !== undefined) process.env[k] = v;
   try {
     assertCodeSafe(process.getuid?.() ?? -1);
   } catch (err) {

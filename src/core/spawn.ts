@@ -182,6 +182,14 @@ export function runHelper(opts: HelperOptions): Helper {
         control?.destroy();
         abandonTimer = setTimeout(() => {
           for (const s of child.stdio) s?.destroy();
+          // A supervisor the app's user stopped (SIGSTOP) never exits, so 'close' would
+          // never come: the helper is given up on here, and ferryd goes on.
+          setTimeout(() => {
+            if (closed) return;
+            reason ??= "was given up on (its supervisor did not exit)";
+            child.unref();
+            settle(null, null);
+          }, 1000).unref();
         }, KILL_GRACE_MS);
         abandonTimer.unref();
       },
@@ -204,12 +212,14 @@ export function runHelper(opts: HelperOptions): Helper {
   if (opts.signal?.aborted) onAbort();
 
   let startError: Error | undefined;
+  let settle: (code: number | null, sig: NodeJS.Signals | null) => void = () => {};
   const done = new Promise<void>((resolve, reject) => {
     // `on`, not `once`: a second 'error' must never become an uncaught exception.
     child.on("error", (err) => {
       startError ??= err;
     });
-    child.once("close", (code, sig) => {
+    settle = (code, sig) => {
+      if (closed) return;
       closed = true;
       clearTimeout(timer);
       if (killTimer !== undefined) clearTimeout(killTimer);
@@ -238,7 +248,8 @@ export function runHelper(opts: HelperOptions): Helper {
           ? "CANCELLED"
           : "HELPER_FAILED";
       reject(new FerryError(code2, `${opts.label} ${how}${tail === "" ? "" : `: ${tail}`}`));
-    });
+    };
+    child.once("close", (code, sig) => settle(code, sig));
   });
   done.catch(() => {}); // callers await it; never an unhandled rejection in between
 

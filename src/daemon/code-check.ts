@@ -21,6 +21,7 @@ import {
   realpathSync,
   type Stats,
 } from "node:fs";
+import { createRequire } from "node:module";
 import { dirname, join, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -115,6 +116,19 @@ class Checker {
     return this.trees.some((t) => path === t || path.startsWith(t + sep));
   }
 
+  /**
+   * A place Node may load code from that does not exist (yet): whoever can create it
+   * could plant a module there, so its nearest existing directory and everything above
+   * must be root's alone.
+   */
+  checkAbsent(path: string): void {
+    let p = path;
+    while (!existsSync(p)) p = dirname(p);
+    const why = this.reason(this.lstat(p));
+    if (why !== undefined) this.fail(p, why);
+    this.ancestors(p);
+  }
+
   /** `path` (file or whole tree) and the directories above it. */
   check(path: string): void {
     const real = realpathSync(path);
@@ -195,5 +209,14 @@ export function assertCodeSafe(uid: number, pkg: string = packageDir()): number 
   for (const dep of dependencyDirs(pkg)) c.check(dep);
   c.check(process.execPath);
   for (const p of SETPRIV) if (existsSync(p)) c.check(p);
+  // The folders CommonJS require() searches when a package is not found in node_modules
+  // ($HOME/.node_modules, $HOME/.node_libraries, $PREFIX/lib/node): a dependency that
+  // probes for an optional module (debug → supports-color) would load a planted one.
+  // src/cli/ferryd.ts resets them to root's before anything loads; they are judged too.
+  for (const p of (createRequire(import.meta.url)("node:module") as { globalPaths: string[] })
+    .globalPaths) {
+    if (existsSync(p)) c.check(p);
+    else c.checkAbsent(p);
+  }
   return c.checked;
 }

@@ -93,6 +93,12 @@ os_user = "${app.name}"
 backup_command = ["/bin/sh", "-c", "kill -9 $PPID; trap '' TERM; sleep 1000"]
 timeout = 2
 
+[apps.stopper]
+driver = "command"
+os_user = "${app.name}"
+backup_command = ["/bin/sh", "-c", "kill -STOP $PPID; trap '' TERM; sleep 1000"]
+timeout = 2
+
 [apps.escaper]
 driver = "command"
 os_user = "${app.name}"
@@ -120,6 +126,8 @@ timeout = 2
   after(() => rmSync(dir, { recursive: true, force: true }));
 
   const start = async () => {
+    // (This test's users are its own: nothing else runs as them, unless two runs of the
+    // suite share the machine.)
     assert.deepEqual(processesOf(app), [], "processes of the app's user left from before");
     daemon = await startFerryd({ config, serviceUser: backup });
   };
@@ -210,6 +218,7 @@ timeout = 2
   // app's timeout, and ferryd goes on serving.
   for (const [name, how] of [
     ["killer", "a helper that kills its supervisor"],
+    ["stopper", "a helper that stops its supervisor (SIGSTOP)"],
     ["escaper", "a helper that leaves a setsid process holding its output"],
   ] as const) {
     test(`helper-${name}-holds-ferryd: ${how} cannot hold the job past its timeout`, {

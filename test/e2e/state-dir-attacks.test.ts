@@ -166,6 +166,31 @@ describe("state directory attacks", { skip: needsRoot }, () => {
     for (const n of left) rmSync(join(journalDir(), n));
   });
 
+  test("crash-journal-no-staging-id-deletes-root-dir: recovery never deletes a tree it cannot prove it made", async () => {
+    // A crash between the journal's first write (no staging id yet) and its second leaves a
+    // journal whose staging directory is unknown; an owner of the parent could then rename
+    // one of root's directories to that name. Recovery may only rmdir an empty directory.
+    const id = "cccccccccccc";
+    const staging = join(fx.appDir, `.notes.ferry-restore-${id}`);
+    mkdirSync(staging, { mode: 0o700 });
+    writeFileSync(join(staging, "precious"), "root's data\n", { mode: 0o600 });
+    const before = { staging: snapshot(staging), live: snapshot(fx.live) };
+    await fx.daemon.stop();
+    writeFileSync(
+      join(journalDir(), "files-notes.json"),
+      journal(
+        { path: fx.live, staging: `.notes.ferry-restore-${id}`, stagingId: "", existed: true },
+        "extracting",
+      ).replace('"aaaaaaaaaaaa"', `"${id}"`),
+    );
+    await fx.restart();
+    assert.deepEqual(snapshot(staging), before.staging, "root's directory was deleted");
+    assert.deepEqual(snapshot(fx.live), before.live);
+    assert.match(fx.daemon.log(), /left in place/);
+    rmSync(staging, { recursive: true, force: true });
+    for (const n of readdirSync(journalDir())) rmSync(join(journalDir(), n));
+  });
+
   test("journal-tmp-symlink-planted: an import never writes through a planted .tmp link", async () => {
     const victim = join(fx.dir, "victim");
     writeFileSync(victim, "root's file\n", { mode: 0o644 });

@@ -334,6 +334,39 @@ describe("the privilege boundary, attacked", { skip: needsRoot, timeout: 600_000
     await d.stop();
   });
 
+  test("code-home-node-modules-planted: a module in the backup user's ~/.node_modules never loads", async () => {
+    // CommonJS require() falls back to $HOME/.node_modules for a package it cannot find
+    // (debug, under ioredis, probes for supports-color at start-up), and HOME is the backup
+    // user's once ferryd has switched to it.
+    const homeUser = ensureUser("ferry-home-bk");
+    const base = join(dir, "home");
+    const home = join(base, "b-home");
+    mkdirSync(join(home, ".node_modules/supports-color"), { recursive: true, mode: 0o755 });
+    execFileSync("usermod", ["-d", home, homeUser.name]);
+    const pwned = join(base, `pwned-${randomBytes(4).toString("hex")}`);
+    writeFileSync(
+      join(home, ".node_modules/supports-color/index.js"),
+      `require("fs").writeFileSync(${JSON.stringify(pwned)}, "uid " + process.getuid());\nmodule.exports = {};\n`,
+    );
+    execFileSync("chown", ["-R", `${homeUser.name}:${homeUser.name}`, home]);
+    const cfg = join(base, "ferry.toml");
+    writeFileSync(cfg, filesConfig(base, "h"));
+    try {
+      const d = await startListening([
+        process.execPath,
+        FERRYD,
+        "--config",
+        cfg,
+        "--user",
+        homeUser.name,
+      ]);
+      await d.stop();
+      assert.ok(!existsSync(pwned), "a module the backup user planted in its home ran in ferryd");
+    } finally {
+      execFileSync("usermod", ["-d", "/nonexistent", homeUser.name]);
+    }
+  });
+
   test("inherited-descriptor-not-in-helper: a leaked descriptor never reaches a helper", async () => {
     const base = join(dir, "fd");
     mkdirSync(base, { mode: 0o755 });

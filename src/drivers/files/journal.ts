@@ -241,8 +241,10 @@ export function removeStaging(
   root: JournalRoot,
   owner: number,
 ): "removed" | "absent" | "foreign" {
-  let id = root.stagingId;
-  if (id === "") {
+  if (root.stagingId === "") {
+    // ferryd never recorded which directory it made: it was empty then (the id is written
+    // before anything goes in), so only an empty directory is removed, with rmdir, never
+    // a tree someone else put under the name (a root-owned 0700 one included).
     let st: ReturnType<typeof statAt>;
     try {
       st = statAt(parentFd, root.staging);
@@ -250,12 +252,22 @@ export function removeStaging(
       if (err instanceof SysError && err.errnoName === "ENOENT") return "absent";
       throw err;
     }
-    if ((st.mode & S_IFMT) !== S_IFDIR || st.uid !== owner || (st.mode & 0o777) !== 0o700) {
-      return "foreign";
+    if ((st.mode & S_IFMT) !== S_IFDIR || st.uid !== owner) return "foreign";
+    try {
+      unlinkAt(parentFd, root.staging, true);
+      return "removed";
+    } catch (err) {
+      if (
+        err instanceof SysError &&
+        (err.errnoName === "ENOTEMPTY" || err.errnoName === "EEXIST")
+      ) {
+        return "foreign";
+      }
+      if (err instanceof SysError && err.errnoName === "ENOENT") return "absent";
+      throw err;
     }
-    id = `${st.dev}:${st.ino}`;
   }
-  return removeDirIfSame(parentFd, root.staging, id);
+  return removeDirIfSame(parentFd, root.staging, root.stagingId);
 }
 
 /**

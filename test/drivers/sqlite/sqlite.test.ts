@@ -194,9 +194,13 @@ while True:
     const argv = asUser(user, [PYTHON, "-c", writer, db]);
     const proc = spawn(argv[0] as string, argv.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
     let commits = 0;
+    let pending = "";
     proc.stdout.on("data", (d: Buffer) => {
-      const last = d.toString().trim().split("\n").pop();
-      commits = Number(last);
+      // Whole lines only: a chunk may end in the middle of a number (or be just "\n").
+      pending += d.toString();
+      const lines = pending.split("\n");
+      pending = lines.pop() ?? "";
+      for (const l of lines) if (/^\d+$/.test(l)) commits = Math.max(commits, Number(l));
     });
     try {
       assert.ok(await waitFor(() => commits > 0, 10_000), "writer did not start");
