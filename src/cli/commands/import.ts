@@ -5,9 +5,10 @@
  */
 import { createReadStream, statSync } from "node:fs";
 import { Transform } from "node:stream";
-import { errorFromBody, type FerryClient, readBody } from "../client.js";
+import type { FerryClient } from "../client.js";
 import { EXIT, UsageError } from "../exit-codes.js";
 import { formatBytes, Progress } from "../progress.js";
+import { uploadRestore } from "../restore-upload.js";
 
 export interface ImportOptions {
   app: string;
@@ -41,36 +42,16 @@ export async function importCommand(client: FerryClient, opts: ImportOptions): P
     },
   });
   source.pipe(counter);
-  const abort = new AbortController();
-  const onSignal = () => abort.abort();
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
-  try {
-    const res = await client.request(
-      "POST",
-      `/v1/apps/${encodeURIComponent(opts.app)}/restore`,
-      abort.signal,
-      counter,
-    );
-    const text = await readBody(res, 1 << 20);
-    progress.clear();
-    if (res.statusCode !== 200) throw errorFromBody(res.statusCode ?? 500, text);
-    const r = JSON.parse(text) as { entries: number; bytes: number; warnings?: string[] };
-    for (const w of r.warnings ?? []) process.stderr.write(`ferry: warning: ${w}\n`);
-    const secs = progress.elapsed();
-    process.stderr.write(
-      `restored ${opts.app}: ${r.entries} entries, ${formatBytes(r.bytes)} of file data from ${formatBytes(sent)} in ${secs.toFixed(1)}s\n`,
-    );
-    return EXIT.OK;
-  } catch (err) {
-    progress.clear();
-    if (abort.signal.aborted) {
-      process.stderr.write(`ferry: import of ${opts.app} interrupted; ferryd rolls it back\n`);
-      return EXIT.INTERRUPTED;
-    }
-    throw err;
-  } finally {
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
+  const r = await uploadRestore(client, opts.app, counter, () => progress.clear());
+  if (r === "interrupted") {
+    process.stderr.write(`ferry: import of ${opts.app} interrupted; ferryd rolls it back\n`);
+    return EXIT.INTERRUPTED;
   }
+  progress.clear();
+  for (const w of r.warnings ?? []) process.stderr.write(`ferry: warning: ${w}\n`);
+  const secs = progress.elapsed();
+  process.stderr.write(
+    `restored ${opts.app}: ${r.entries} entries, ${formatBytes(r.bytes)} of file data from ${formatBytes(sent)} in ${secs.toFixed(1)}s\n`,
+  );
+  return EXIT.OK;
 }

@@ -19,6 +19,7 @@ import { type LoadedSnapshot, Repository } from "../../repo/repository.js";
 import { errorFromBody, type FerryClient, parseStatusTrailer, readBody } from "../client.js";
 import { EXIT, UsageError } from "../exit-codes.js";
 import { formatBytes } from "../progress.js";
+import { uploadRestore } from "../restore-upload.js";
 import { RepoProgress } from "./repo-progress.js";
 
 export interface RepoOptions {
@@ -426,43 +427,23 @@ export async function restoreCommand(
       }
     })(),
   );
-  const abort = new AbortController();
-  const onSignal = () => abort.abort();
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
-  try {
-    const res = await client.request(
-      "POST",
-      `/v1/apps/${encodeURIComponent(snap.app)}/restore`,
-      abort.signal,
-      source,
-    );
-    const text = await readBody(res, 1 << 20);
-    progress.clear();
-    if (res.statusCode !== 200) throw errorFromBody(res.statusCode ?? 500, text);
-    const r = JSON.parse(text) as { entries: number; bytes: number; warnings?: string[] };
-    if (o.json) {
-      process.stdout.write(
-        `${JSON.stringify({ snapshot: snap.id, app: snap.app, ...r }, null, 2)}\n`,
-      );
-    } else {
-      for (const w of r.warnings ?? []) process.stderr.write(`ferry: warning: ${w}\n`);
-      process.stderr.write(
-        `restored ${snap.app} from snapshot ${snap.id.slice(0, 8)}: ${r.entries} entries, ${formatBytes(sent)} in ${progress.elapsed().toFixed(1)}s\n`,
-      );
-    }
-    return EXIT.OK;
-  } catch (err) {
-    progress.clear();
-    if (abort.signal.aborted) {
-      process.stderr.write(`ferry: restore of ${snap.app} interrupted; ferryd rolls it back\n`);
-      return EXIT.INTERRUPTED;
-    }
-    throw err;
-  } finally {
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
+  const r = await uploadRestore(client, snap.app, source, () => progress.clear());
+  if (r === "interrupted") {
+    process.stderr.write(`ferry: restore of ${snap.app} interrupted; ferryd rolls it back\n`);
+    return EXIT.INTERRUPTED;
   }
+  progress.clear();
+  if (o.json) {
+    process.stdout.write(
+      `${JSON.stringify({ snapshot: snap.id, app: snap.app, ...r }, null, 2)}\n`,
+    );
+  } else {
+    for (const w of r.warnings ?? []) process.stderr.write(`ferry: warning: ${w}\n`);
+    process.stderr.write(
+      `restored ${snap.app} from snapshot ${snap.id.slice(0, 8)}: ${r.entries} entries, ${formatBytes(sent)} in ${progress.elapsed().toFixed(1)}s\n`,
+    );
+  }
+  return EXIT.OK;
 }
 
 // ---------------------------------------------------------------------------- check
