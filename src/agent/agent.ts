@@ -173,6 +173,11 @@ class AgentServer implements Agent {
   }
 
   async listen(): Promise<void> {
+    // The SDK runs inside the application, as the application's own user and without any
+    // capability: its socket path is the application's to manage, and the path-based
+    // calls here (chmod, lstat, unlink of its own socket) act with the application's rights
+    // only. ferryd never trusts this socket's path: it connects through a held descriptor
+    // and checks the peer's uid (src/drivers/agent/client.ts).
     if (this.server !== undefined) throw new Error("the agent is already listening");
     this.removeStale();
     const server = createServer({ requestTimeout: 0, headersTimeout: 30_000 }, (req, res) => {

@@ -4,7 +4,7 @@
  * be estimated (a restore knows its archive's size; a backup guesses from the app's
  * previous snapshot), the ETA.
  */
-import { formatBytes } from "../progress.js";
+import { formatBytes, StatusLine } from "../progress.js";
 
 function clock(secs: number): string {
   const s = Math.max(0, Math.round(secs));
@@ -33,32 +33,16 @@ export function progressLine(
   return line;
 }
 
-export class RepoProgress {
-  private last = 0;
-  private shown = false;
-  private readonly started = Date.now();
+export class RepoProgress extends StatusLine {
   constructor(
     private readonly label: string,
     private readonly total?: number,
-    private readonly enabled = process.stderr.isTTY === true,
-  ) {}
+    enabled = process.stderr.isTTY === true,
+  ) {
+    super(enabled, 250);
+  }
 
   update(bytes: number, extra?: string): void {
-    if (!this.enabled) return;
-    const now = Date.now();
-    if (now - this.last < 250) return;
-    this.last = now;
-    const line = progressLine(this.label, bytes, (now - this.started) / 1000, this.total, extra);
-    process.stderr.write(`\r\x1b[K${line.slice(0, (process.stderr.columns || 100) - 1)}`);
-    this.shown = true;
-  }
-
-  clear(): void {
-    if (this.shown) process.stderr.write("\r\x1b[K");
-    this.shown = false;
-  }
-
-  elapsed(): number {
-    return (Date.now() - this.started) / 1000;
+    this.show((secs) => progressLine(this.label, bytes, secs, this.total, extra));
   }
 }
