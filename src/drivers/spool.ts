@@ -36,7 +36,7 @@ import {
 } from "node:fs";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import type { TarHeader } from "../core/archive/tar.js";
+import { fileEntryHeader } from "../core/archive/tar.js";
 import type { ArchiveEntry } from "../core/archive/writer.js";
 import { FerryError } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
@@ -207,19 +207,13 @@ export class Spool {
     meta: { owner?: number; mode?: number } = {},
   ): ArchiveEntry {
     const f = this.openFile(name, meta.owner);
-    const header: TarHeader = {
-      path: archivePath,
-      type: "file",
+    const header = fileEntryHeader(archivePath, f.size, {
       mode: meta.mode ?? 0o600,
       uid: f.uid,
       gid: f.gid,
       uname: userName(f.uid),
       gname: groupName(f.gid),
-      size: f.size,
-      mtimeSec: Math.floor(Date.now() / 1000),
-      mtimeNsec: 0,
-      linkpath: "",
-    };
+    });
     return { header, body: this.read(f) };
   }
 
