@@ -1,11 +1,10 @@
 import {
   ARCHIVE_PREFIX,
-  ByteSource,
   PayloadChecker,
   payloadHeader,
-  readTar,
   STATUS_TRAILER,
 } from "../../agent/protocol.js";
+import { ByteSource, readTar } from "../../agent/tar-stream.js";
 import type { ArchiveEntry } from "../../core/archive/writer.js";
 import { FerryError } from "../../core/errors.js";
 import type { DriverContext } from "../types.js";
