@@ -1,7 +1,7 @@
 /** Opening a Redis connection for the driver: no retries, no offline queue, bounded waits. */
 import { Redis } from "ioredis";
 import { FerryError } from "../../core/errors.js";
-import { readTrustedText } from "../../core/trusted-file.js";
+import { readTrustedText } from "../../core/secret-file.js";
 import type { RedisConnection } from "./config.js";
 
 /**
