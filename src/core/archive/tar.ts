@@ -10,6 +10,9 @@
  * Layout of a ustar header block (512 bytes): name[100] mode[8] uid[8] gid[8] size[12]
  * mtime[12] chksum[8] typeflag[1] linkname[100] magic[6] version[2] uname[32] gname[32]
  * devmajor[8] devminor[8] prefix[155].
+ *
+ * Longer than 300 lines on purpose: encoding and decoding of a header are kept side by
+ * side, so a field's octal, pax and fallback forms are read (and fixed) in one place.
  */
 
 export const BLOCK = 512;
