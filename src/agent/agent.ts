@@ -10,7 +10,7 @@ import type { Socket } from "node:net";
 import { getPeerCred } from "../core/sys.js";
 import { AgentError, toAgentError } from "./errors.js";
 import { operationOf, readJsonBody, send, sendError } from "./http.js";
-import { answerInfo, serveBackup, serveRestore } from "./operations.js";
+import { answerInfo, type OperationRequest, serveBackup, serveRestore } from "./operations.js";
 import type { Agent, AgentOptions, FinishContext, Operation } from "./options.js";
 import {
   DEFAULT_PAYLOAD_LIMITS,
@@ -199,10 +199,10 @@ class AgentServer implements Agent {
         return this.finish(req, res);
       case "/v1/backup":
         want("POST");
-        return this.exclusive(() => serveBackup(...this.operationArgs(req, res)));
+        return this.exclusive(() => serveBackup(this.operation(req, res)));
       case "/v1/restore":
         want("POST");
-        return this.exclusive(() => serveRestore(...this.operationArgs(req, res)));
+        return this.exclusive(() => serveRestore(this.operation(req, res)));
       default:
         throw new AgentError("NOT_FOUND", `no such path ${url.slice(0, 100)}`);
     }
@@ -222,15 +222,15 @@ class AgentServer implements Agent {
   }
 
   /** What serveBackup and serveRestore (operations.ts) are given. */
-  private operationArgs(req: IncomingMessage, res: ServerResponse) {
-    return [
-      this.o,
-      this.limits,
+  private operation(req: IncomingMessage, res: ServerResponse): OperationRequest {
+    return {
+      o: this.o,
+      limits: this.limits,
       req,
       res,
-      () => this.requestSignal(req, res),
-      (err: unknown) => this.report(err),
-    ] as const;
+      signalOf: () => this.requestSignal(req, res),
+      report: (err) => this.report(err),
+    };
   }
 
   /** An AbortSignal that fires when the client goes away before the response ended. */

@@ -22,6 +22,17 @@ import { StagedPayload } from "./restore-payload.js";
 /** Reports an error that is not sent to ferryd (AgentOptions.onError). */
 type Report = (err: unknown) => void;
 
+/** A backup or restore request, with what the server gives it. */
+export interface OperationRequest {
+  o: AgentOptions;
+  limits: PayloadLimits;
+  req: IncomingMessage;
+  res: ServerResponse;
+  /** The request's abort signal (ferryd gone, agent closing). */
+  signalOf: () => AbortSignal;
+  report: Report;
+}
+
 export async function answerInfo(o: AgentOptions, res: ServerResponse, report: Report) {
   const i = o.info;
   let estimated: number | null = null;
@@ -44,15 +55,8 @@ export async function answerInfo(o: AgentOptions, res: ServerResponse, report: R
   });
 }
 
-/** `signalOf` gives the request's abort signal (ferryd gone, agent closing). */
-export async function serveBackup(
-  o: AgentOptions,
-  limits: PayloadLimits,
-  req: IncomingMessage,
-  res: ServerResponse,
-  signalOf: () => AbortSignal,
-  report: Report,
-): Promise<void> {
+export async function serveBackup(r: OperationRequest): Promise<void> {
+  const { o, limits, req, res, signalOf, report } = r;
   req.resume();
   const signal = signalOf();
   const writer = new TarResponseWriter(res, new PayloadChecker(limits), signal, () => {
@@ -78,14 +82,8 @@ export async function serveBackup(
   }
 }
 
-export async function serveRestore(
-  o: AgentOptions,
-  limits: PayloadLimits,
-  req: IncomingMessage,
-  res: ServerResponse,
-  signalOf: () => AbortSignal,
-  report: Report,
-): Promise<void> {
+export async function serveRestore(r: OperationRequest): Promise<void> {
+  const { o, limits, req, res, signalOf, report } = r;
   const handler = o.restore;
   if (handler === undefined) {
     req.resume();

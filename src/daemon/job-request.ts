@@ -39,6 +39,15 @@ export interface JobHost {
   readonly audit: Audit;
 }
 
+/** The handler of a backup or restore request (backup.ts, restore.ts). */
+export type JobHandler = (
+  host: JobHost,
+  app: AppConfig,
+  req: IncomingMessage,
+  res: ServerResponse,
+  ctx: RequestContext,
+) => Promise<void>;
+
 /** How a job's work ended: its failure (if any) and what to audit. */
 export interface JobOutcome {
   failure?: FerryError | undefined;

@@ -9,7 +9,7 @@ import { FerryError } from "../core/errors.js";
 import { type AppStatus, findApp, type Identity, versionInfo } from "./apps.js";
 import { streamBackup } from "./backup.js";
 import type { EventStreams } from "./events.js";
-import type { JobHost, RequestContext } from "./job-request.js";
+import type { JobHandler, JobHost, RequestContext } from "./job-request.js";
 import { handleRestore } from "./restore.js";
 
 /** What route handlers need of ferryd. */
@@ -42,7 +42,7 @@ export interface Route {
 }
 
 const archiveJob =
-  (run: typeof streamBackup): Handler =>
+  (run: JobHandler): Handler =>
   (host, req, res, ctx, p) => {
     if (host.stopping) throw new FerryError("SHUTTING_DOWN", "ferryd is shutting down");
     return run(host, findApp(host.config, p.app as string), req, res, ctx);

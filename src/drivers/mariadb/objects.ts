@@ -56,6 +56,21 @@ export interface Definition {
   create: string;
 }
 
+/** Where each SHOW CREATE … answer puts a field: its column layouts differ. */
+interface ShowColumns {
+  /** None for views: they keep no sql_mode. */
+  sqlMode?: number;
+  create: number;
+  charset: number;
+  collation: number;
+}
+/** SHOW CREATE TRIGGER, PROCEDURE and FUNCTION. */
+const ROUTINE_COLUMNS: ShowColumns = { sqlMode: 1, create: 2, charset: 3, collation: 4 };
+const SHOW_COLUMNS: Record<string, ShowColumns> = {
+  VIEW: { create: 1, charset: 2, collation: 3 },
+  EVENT: { sqlMode: 1, create: 3, charset: 4, collation: 5 },
+};
+
 /** SHOW CREATE … of every non-table object of `db` (views, triggers, routines, events). */
 export async function definitionsOf(
   config: MariadbConfig,
@@ -66,35 +81,15 @@ export async function definitionsOf(
   const out: Definition[] = [];
   const show = async (kind: string, name: string, stmt: string) => {
     const r = (await mariadb(config, stmt, signal, db))[0] ?? [];
-    // Column layouts differ per SHOW CREATE statement.
-    if (kind === "VIEW") {
-      out.push({
-        kind,
-        name,
-        sqlMode: "",
-        charset: r[2] ?? "utf8mb4",
-        collation: r[3] ?? "",
-        create: r[1] ?? "",
-      });
-    } else if (kind === "EVENT") {
-      out.push({
-        kind,
-        name,
-        sqlMode: r[1] ?? "",
-        charset: r[4] ?? "utf8mb4",
-        collation: r[5] ?? "",
-        create: r[3] ?? "",
-      });
-    } else {
-      out.push({
-        kind,
-        name,
-        sqlMode: r[1] ?? "",
-        charset: r[3] ?? "utf8mb4",
-        collation: r[4] ?? "",
-        create: r[2] ?? "",
-      });
-    }
+    const col = SHOW_COLUMNS[kind] ?? ROUTINE_COLUMNS;
+    out.push({
+      kind,
+      name,
+      sqlMode: (col.sqlMode === undefined ? undefined : r[col.sqlMode]) ?? "",
+      charset: r[col.charset] ?? "utf8mb4",
+      collation: r[col.collation] ?? "",
+      create: r[col.create] ?? "",
+    });
   };
   for (const v of o.views) await show("VIEW", v, `SHOW CREATE VIEW ${quoteIdent(v)}`);
   for (const t of o.triggers) await show("TRIGGER", t, `SHOW CREATE TRIGGER ${quoteIdent(t)}`);
