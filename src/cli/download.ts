@@ -8,7 +8,7 @@
  * The peer is ferryd, but the bytes are still checked as if they were anyone's: the head
  * and the trailers are bounded (64 KiB each), chunk-size lines too (1 KiB), a body must be
  * chunked or have a Content-Length, and anything after the end of the response is an
- * error. A consumer that returns false pauses reading until `resume()`.
+ * error. A consumer that returns a promise pauses reading until it settles.
  */
 import { connect, type Socket } from "node:net";
 import { FerryError } from "../core/errors.js";
@@ -56,15 +56,14 @@ export class ResponseParser {
   private errorBody: Buffer[] = [];
   private errorBytes = 0;
 
-  constructor(private readonly onBody: (b: Buffer) => boolean | undefined) {}
+  constructor(private readonly onBody: (b: Buffer) => void) {}
 
   get done(): boolean {
     return this.state === "done";
   }
 
-  /** Feeds bytes; returns false when the body consumer asked for a pause. */
-  push(buf: Buffer): boolean {
-    let keepGoing = true;
+  /** Feeds bytes; all of them are taken (the body consumer copies what it must keep). */
+  push(buf: Buffer): void {
     let off = 0;
     while (off < buf.length) {
       switch (this.state) {
@@ -72,7 +71,7 @@ export class ResponseParser {
         case "trailers": {
           const what = this.state === "head" ? "a head" : "trailers";
           const end = this.accumulate(buf, off, CRLFCRLF, MAX_HEAD, what);
-          if (end < 0) return keepGoing;
+          if (end < 0) return;
           off = end;
           if (this.state === "head") this.parseHead();
           else {
@@ -83,7 +82,7 @@ export class ResponseParser {
         }
         case "size": {
           const end = this.accumulate(buf, off, CRLF, MAX_SIZE_LINE, "a chunk-size line");
-          if (end < 0) return keepGoing;
+          if (end < 0) return;
           off = end;
           this.parseSize();
           break;
@@ -91,25 +90,29 @@ export class ResponseParser {
         case "length":
         case "data": {
           const n = Math.min(this.remaining, buf.length - off);
-          if (this.body(buf.subarray(off, off + n)) === false) keepGoing = false;
+          this.body(buf.subarray(off, off + n));
           off += n;
           this.remaining -= n;
-          if (this.remaining === 0) this.state = this.state === "data" ? "crlf" : "done";
+          if (this.remaining === 0) {
+            if (this.state === "data") {
+              this.state = "crlf";
+              this.remaining = 2;
+            } else this.state = "done";
+          }
           break;
         }
         case "crlf": {
-          const end = this.accumulate(buf, off, CRLF, 2, "a chunk's end");
-          if (end < 0) return keepGoing;
-          off = end;
-          if (this.takeAcc().length !== 2) throw bad("a chunk does not end with CRLF");
-          this.state = "size";
+          // this.remaining counts the bytes of the CRLF still expected (2, then 1).
+          if (buf[off] !== CRLF[2 - this.remaining]) throw bad("a chunk does not end with CRLF");
+          off++;
+          if (--this.remaining === 0) this.state = "size";
           break;
         }
         case "done":
           throw bad("data after the end of the response");
       }
     }
-    return keepGoing;
+    return;
   }
 
   /** Called at end of input: the response must be complete. */
@@ -127,13 +130,15 @@ export class ResponseParser {
     return out;
   }
 
-  private body(b: Buffer): boolean | undefined {
-    if (b.length === 0) return true;
-    if (this.head?.status === 200) return this.onBody(b);
+  private body(b: Buffer): void {
+    if (b.length === 0) return;
+    if (this.head?.status === 200) {
+      this.onBody(b);
+      return;
+    }
     this.errorBytes += b.length;
     if (this.errorBytes > MAX_ERROR_BODY) throw bad("an error body larger than 1 MiB");
     this.errorBody.push(Buffer.from(b));
-    return true;
   }
 
   /**
@@ -228,23 +233,22 @@ export interface DownloadOptions {
   method: string;
   path: string;
   signal?: AbortSignal;
-  /** Receives the body of a 200 response; the buffer is reused after the call. */
-  onBody(b: Buffer): boolean | undefined;
+  /**
+   * Receives the body of a 200 response; the buffer is reused after the call, so what is
+   * kept must be copied. A returned promise pauses reading until it settles.
+   */
+  onBody(b: Buffer): undefined | Promise<void>;
   /** Maps a connection error to what the user should read. */
   transportError(err: NodeJS.ErrnoException): Error;
 }
 
-export interface Download {
-  /** Resolves with the complete response; rejects on any transport or framing error. */
-  done: Promise<ResponseEnd>;
-  /** Reading resumes after the consumer returned false. */
-  resume(): void;
-}
-
-/** Sends one request without a body and reads the response through `ResponseParser`. */
-export function download(opts: DownloadOptions): Download {
+/**
+ * Sends one request without a body and reads the response through `ResponseParser`;
+ * resolves with the complete response, rejects on any transport or framing error.
+ */
+export function download(opts: DownloadOptions): Promise<ResponseEnd> {
   let socket: Socket | undefined;
-  const done = new Promise<ResponseEnd>((resolve, reject) => {
+  return new Promise<ResponseEnd>((resolve, reject) => {
     let failed = false;
     const fail = (err: unknown) => {
       if (failed) return;
@@ -256,7 +260,11 @@ export function download(opts: DownloadOptions): Download {
       fail(opts.signal.reason);
       return;
     }
-    const parser = new ResponseParser(opts.onBody);
+    let waits: Promise<void>[] = [];
+    const parser = new ResponseParser((b) => {
+      const wait = opts.onBody(b);
+      if (wait !== undefined) waits.push(wait);
+    });
     const recv = Buffer.allocUnsafe(RECV_BYTES);
     const s = connect({
       path: opts.socketPath,
@@ -265,11 +273,19 @@ export function download(opts: DownloadOptions): Download {
         callback: (n: number, buf: Uint8Array) => {
           if (failed) return false;
           try {
-            return parser.push(Buffer.from(buf.buffer, buf.byteOffset, n));
+            parser.push(Buffer.from(buf.buffer, buf.byteOffset, n));
           } catch (err) {
             fail(err);
             return false;
           }
+          if (waits.length === 0) return true;
+          const pending = waits;
+          waits = [];
+          Promise.all(pending).then(
+            () => socket?.resume(),
+            (err) => fail(err),
+          );
+          return false;
         },
       },
     });
@@ -301,12 +317,6 @@ export function download(opts: DownloadOptions): Download {
     });
     s.on("close", () => fail(new FerryError("CONNECTION_LOST", "the connection to ferryd closed")));
   });
-  return {
-    done,
-    resume() {
-      socket?.resume();
-    },
-  };
 }
 
 function connectionLost(err: NodeJS.ErrnoException): FerryError {
