@@ -79,7 +79,11 @@ function userExists(name: string): boolean {
 
 /** `ARGS…` as `user` through runuser, as docs/ops.md does it. */
 function asUser(user: string, argv: string[], input?: Buffer) {
-  return run(["runuser", "-u", user, "--", ...argv], input === undefined ? {} : { input });
+  const env = { PATH: process.env.PATH ?? PATH };
+  return run(
+    ["runuser", "-u", user, "--", ...argv],
+    input === undefined ? { env } : { env, input },
+  );
 }
 
 /** The ferry links and units that `systemctl enable` made, under /etc/systemd/system. */
