@@ -59,7 +59,7 @@ tar -xzf "$work/ferry-$version.tgz" -C "$app" --strip-components=1 --no-same-own
 rm -rf "$app/node_modules/.bin"
 # Smoke test of the tree as it will be installed: both programs load every module.
 node "$app/dist/src/cli/ferry.js" --version >/dev/null
-FERRY_DEBUG= node "$app/dist/src/cli/ferryd.js" --version >/dev/null
+node "$app/dist/src/cli/ferryd.js" --version >/dev/null
 node --input-type=module -e '
   const { createRequire } = await import("node:module");
   const req = createRequire(process.argv[1] + "/");
