@@ -21,8 +21,8 @@ import {
   snapshotsCommand,
 } from "./commands/repo-snapshots.js";
 import { backupToRestic, restoreFromRestic } from "./commands/restic-target.js";
-import { EXIT, UsageError } from "./exit-codes.js";
-import { runMain } from "./main.js";
+import { EXIT, exitCodeFor, UsageError } from "./exit-codes.js";
+import { printError, runMain } from "./main.js";
 
 const HELP = `Usage: ferry [--socket PATH] COMMAND [ARGS]
 
@@ -35,7 +35,8 @@ Commands:
   cancel ID                  cancel a running job (helpers killed, post hooks run, restores rolled back)
   doctor                     check the socket, the peer check, ferryd's uid and capabilities,
                              each application's health and the space restores need
-  version [--json]           show ferry's and ferryd's versions, ferryd's uid and capabilities
+  version [--json]           ferry's version, then ferryd's version, uid and capabilities
+                             (ferry's is printed even when ferryd cannot be asked)
   init [--insecure-no-password]
                              create a repository (encrypted unless told otherwise)
   backup APP… | --all [--tag T]… [--to restic:REPO]
@@ -60,6 +61,7 @@ or a prompt on a terminal.
 Options:
   --socket PATH   ferryd's socket (default $FERRY_SOCKET, else /run/ferry/ferry.sock);
                   when started by 'ferryd run', the inherited connection in $FERRY_FD
+  --version       print ferry's own version and exit (ferryd is not contacted)
   -h, --help      this help
 
 Exit codes: 0 ok, 1 failure, 2 usage, 3 refused by ferryd (or the socket's permissions),
@@ -160,7 +162,12 @@ async function main(): Promise<number> {
     process.stdout.write(HELP);
     return split.command === undefined && !global.help ? EXIT.USAGE : EXIT.OK;
   }
-  const command = split.command ?? "version";
+  if (global.version || split.command === undefined) {
+    // `ferry --version`: the client's own version, whether or not ferryd runs.
+    process.stdout.write(`ferry ${VERSION}\n`);
+    return EXIT.OK;
+  }
+  const command = split.command;
   const options = COMMANDS[command];
   if (options === undefined) throw new UsageError(`unknown command ${JSON.stringify(command)}`);
   let parsed: { values: Record<string, unknown>; positionals: string[] };
@@ -291,21 +298,39 @@ async function main(): Promise<number> {
     case "import":
       want(1, "one application name");
       return importCommand(client, { app: pos[0] as string, input: v.input as string | undefined });
-    case "version": {
+    case "version":
       want(0, "no arguments");
-      const info = await client.json<VersionInfo>("GET", "/v1/version");
-      if (v.json)
-        process.stdout.write(`${JSON.stringify({ ferry: VERSION, ferryd: info }, null, 2)}\n`);
-      else {
-        process.stdout.write(
-          `ferry ${VERSION}\nferryd ${info.version} (api ${info.api}) as ${info.user} (uid ${info.uid}), ` +
-            `capabilities: ${info.capabilities.join(", ") || "none"}\ndrivers: ${info.drivers.join(", ")}\n`,
-        );
-      }
-      return EXIT.OK;
-    }
+      return versionCommand(client, v.json === true);
   }
   throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+}
+
+/**
+ * `ferry version`: ferry's own version always comes first, so it is known even when ferryd
+ * is down. If ferryd cannot be asked, the reason follows on stderr (with its code) and the
+ * exit status is that failure's: 4 when ferryd is unreachable, 3 when it refuses this
+ * user. With --json the object is still printed, with `ferryd: null`.
+ */
+async function versionCommand(client: FerryClient, json: boolean): Promise<number> {
+  if (!json) process.stdout.write(`ferry ${VERSION}\n`);
+  let info: VersionInfo;
+  try {
+    info = await client.json<VersionInfo>("GET", "/v1/version");
+  } catch (err) {
+    if (json)
+      process.stdout.write(`${JSON.stringify({ ferry: VERSION, ferryd: null }, null, 2)}\n`);
+    printError("ferry", err);
+    return exitCodeFor(err);
+  }
+  if (json) {
+    process.stdout.write(`${JSON.stringify({ ferry: VERSION, ferryd: info }, null, 2)}\n`);
+  } else {
+    process.stdout.write(
+      `ferryd ${info.version} (api ${info.api}) as ${info.user} (uid ${info.uid}), ` +
+        `capabilities: ${info.capabilities.join(", ") || "none"}\ndrivers: ${info.drivers.join(", ")}\n`,
+    );
+  }
+  return EXIT.OK;
 }
 
 runMain("ferry", main);
