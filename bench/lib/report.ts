@@ -36,7 +36,8 @@ function ratio(r: CaseResult): string {
 
 function shortTarget(r: CaseResult): string {
   if (r.targetValue === undefined) return r.target;
-  if (r.metric === "peak-rss") return `≤ ${rss(r, r.targetValue)}`;
+  // The case's own words (it names its unit, and saved results keep their old targets).
+  if (r.metric === "peak-rss") return r.target;
   return `${r.targetHigherIsBetter ? "≥" : "≤"} ${r.targetValue.toFixed(1)}`;
 }
 
