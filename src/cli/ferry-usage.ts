@@ -15,7 +15,8 @@ Commands:
   cancel ID                  cancel a running job (helpers killed, post hooks run, restores rolled back)
   doctor                     check the socket, the peer check, ferryd's uid and capabilities,
                              each application's health and the space restores need
-  version [--json]           show ferry's and ferryd's versions, ferryd's uid and capabilities
+  version [--json]           ferry's version, then ferryd's version, uid and capabilities
+                             (ferry's is printed even when ferryd cannot be asked)
   init [--insecure-no-password]
                              create a repository (encrypted unless told otherwise)
   backup APP… | --all [--tag T]… [--to restic:REPO]
@@ -40,6 +41,7 @@ or a prompt on a terminal.
 Options:
   --socket PATH   ferryd's socket (default $FERRY_SOCKET, else /run/ferry/ferry.sock);
                   when started by 'ferryd run', the inherited connection in $FERRY_FD
+  --version       print ferry's own version and exit (ferryd is not contacted)
   -h, --help      this help
 
 Exit codes: 0 ok, 1 failure, 2 usage, 3 refused by ferryd (or the socket's permissions),

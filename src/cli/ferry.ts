@@ -21,9 +21,9 @@ import {
   snapshotsCommand,
 } from "./commands/repo-snapshots.js";
 import { backupToRestic, restoreFromRestic } from "./commands/restic-target.js";
-import { EXIT, UsageError } from "./exit-codes.js";
+import { EXIT, exitCodeFor, UsageError } from "./exit-codes.js";
 import { COMMANDS, GLOBAL, HELP, splitArgs } from "./ferry-usage.js";
-import { runMain } from "./main.js";
+import { printError, runMain } from "./main.js";
 
 function resticRepo(target: string, flag: string): string {
   if (!target.startsWith("restic:") || target.length <= "restic:".length) {
@@ -53,7 +53,12 @@ async function main(): Promise<number> {
     process.stdout.write(HELP);
     return split.command === undefined && !global.help ? EXIT.USAGE : EXIT.OK;
   }
-  const command = split.command ?? "version";
+  if (global.version || split.command === undefined) {
+    // `ferry --version`: the client's own version, whether or not ferryd runs.
+    process.stdout.write(`ferry ${VERSION}\n`);
+    return EXIT.OK;
+  }
+  const command = split.command;
   const options = COMMANDS[command];
   if (options === undefined) throw new UsageError(`unknown command ${JSON.stringify(command)}`);
   let parsed: { values: Record<string, unknown>; positionals: string[] };
@@ -184,21 +189,39 @@ async function main(): Promise<number> {
     case "import":
       want(1, "one application name");
       return importCommand(client, { app: pos[0] as string, input: v.input as string | undefined });
-    case "version": {
+    case "version":
       want(0, "no arguments");
-      const info = await client.json<VersionInfo>("GET", "/v1/version");
-      if (v.json)
-        process.stdout.write(`${JSON.stringify({ ferry: VERSION, ferryd: info }, null, 2)}\n`);
-      else {
-        process.stdout.write(
-          `ferry ${VERSION}\nferryd ${info.version} (api ${info.api}) as ${info.user} (uid ${info.uid}), ` +
-            `capabilities: ${info.capabilities.join(", ") || "none"}\ndrivers: ${info.drivers.join(", ")}\n`,
-        );
-      }
-      return EXIT.OK;
-    }
+      return versionCommand(client, v.json === true);
   }
   throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+}
+
+/**
+ * `ferry version`: ferry's own version always comes first, so it is known even when ferryd
+ * is down. If ferryd cannot be asked, the reason follows on stderr (with its code) and the
+ * exit status is that failure's: 4 when ferryd is unreachable, 3 when it refuses this
+ * user. With --json the object is still printed, with `ferryd: null`.
+ */
+async function versionCommand(client: FerryClient, json: boolean): Promise<number> {
+  if (!json) process.stdout.write(`ferry ${VERSION}\n`);
+  let info: VersionInfo;
+  try {
+    info = await client.json<VersionInfo>("GET", "/v1/version");
+  } catch (err) {
+    if (json)
+      process.stdout.write(`${JSON.stringify({ ferry: VERSION, ferryd: null }, null, 2)}\n`);
+    printError("ferry", err);
+    return exitCodeFor(err);
+  }
+  if (json) {
+    process.stdout.write(`${JSON.stringify({ ferry: VERSION, ferryd: info }, null, 2)}\n`);
+  } else {
+    process.stdout.write(
+      `ferryd ${info.version} (api ${info.api}) as ${info.user} (uid ${info.uid}), ` +
+        `capabilities: ${info.capabilities.join(", ") || "none"}\ndrivers: ${info.drivers.join(", ")}\n`,
+    );
+  }
+  return EXIT.OK;
 }
 
 runMain("ferry", main);

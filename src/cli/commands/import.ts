@@ -3,9 +3,9 @@
  * ferryd verifies the whole archive before it touches the live data and answers after
  * the restore is committed or rolled back; this prints the one-line result.
  */
-import { createReadStream, statSync } from "node:fs";
+import { closeSync, fstatSync, openSync } from "node:fs";
 import { Transform } from "node:stream";
-import type { FerryClient } from "../client.js";
+import { type BodyPump, type FerryClient, fileBody } from "../client.js";
 import { EXIT, UsageError } from "../exit-codes.js";
 import { formatBytes, Progress } from "../progress.js";
 import { uploadRestore } from "../restore-upload.js";
@@ -19,30 +19,40 @@ export async function importCommand(client: FerryClient, opts: ImportOptions): P
   if (opts.input === undefined && process.stdin.isTTY) {
     throw new UsageError("refusing to read an archive from a terminal; use -i FILE or a pipe");
   }
-  let source: NodeJS.ReadableStream;
+  const progress = new Progress(`import ${opts.app}`);
+  let sent = 0;
+  let source: BodyPump | Transform;
+  let fd: number | undefined;
   if (opts.input !== undefined) {
     try {
-      if (!statSync(opts.input).isFile()) throw new Error("not a regular file");
+      fd = openSync(opts.input, "r");
+      if (!fstatSync(fd).isFile()) throw new Error("not a regular file");
     } catch (err) {
+      if (fd !== undefined) closeSync(fd);
       throw new UsageError(
         `cannot read ${opts.input}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
       );
     }
-    source = createReadStream(opts.input, { highWaterMark: 1 << 20 });
-  } else {
-    source = process.stdin;
-  }
-  const progress = new Progress(`import ${opts.app}`);
-  let sent = 0;
-  const counter = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      sent += chunk.length;
+    source = fileBody(fd, (n) => {
+      sent += n;
       progress.update(sent);
-      cb(null, chunk);
-    },
-  });
-  source.pipe(counter);
-  const r = await uploadRestore(client, opts.app, counter, () => progress.clear());
+    });
+  } else {
+    source = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        sent += chunk.length;
+        progress.update(sent);
+        cb(null, chunk);
+      },
+    });
+    process.stdin.pipe(source);
+  }
+  let r: Awaited<ReturnType<typeof uploadRestore>>;
+  try {
+    r = await uploadRestore(client, opts.app, source, () => progress.clear());
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
   if (r === "interrupted") {
     process.stderr.write(`ferry: import of ${opts.app} interrupted; ferryd rolls it back\n`);
     return EXIT.INTERRUPTED;
