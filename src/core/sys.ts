@@ -190,6 +190,9 @@ export interface Stat {
   size: number;
   mtimeSec: number;
   mtimeNsec: number;
+  /** Inode change time: set by the kernel on every write, chmod, chown, link or rename; nobody can set it back. */
+  ctimeSec: number;
+  ctimeNsec: number;
   rdevMajor: number;
   rdevMinor: number;
 }
@@ -204,6 +207,8 @@ function decodeStatx(b: Buffer): Stat {
     size: Number(b.readBigUInt64LE(40)),
     mtimeSec: Number(b.readBigInt64LE(112)),
     mtimeNsec: b.readUInt32LE(120),
+    ctimeSec: Number(b.readBigInt64LE(96)),
+    ctimeNsec: b.readUInt32LE(104),
     rdevMajor: b.readUInt32LE(128),
     rdevMinor: b.readUInt32LE(132),
     dev: `${b.readUInt32LE(136)}:${b.readUInt32LE(140)}`,

@@ -20,9 +20,11 @@ import { writeArchive } from "../core/archive/writer.js";
 import { describeError, FerryError, toFerryError } from "../core/errors.js";
 import { VERSION } from "../core/version.js";
 import { backupWithHooks } from "../drivers/hooks.js";
+import type { SinceIndex } from "../drivers/types.js";
 import type { AppConfig } from "./config.js";
 import { type JobHost, type RequestContext, runJob } from "./job-request.js";
 import { sendError } from "./respond.js";
+import { archiveKind, sinceParam } from "./since.js";
 
 const WINDOW = 8 * 1024 * 1024;
 
@@ -62,6 +64,7 @@ export function streamBackup(
   ctx: RequestContext,
 ): Promise<void> {
   const driver = app.impl;
+  const since = sinceParam(req);
   req.resume(); // the request body, if any, is not used
   return runJob(host, "backup", app, req, res, ctx, async (job, warnings) => {
     const idleMs = host.config.limits.idle_timeout * 1000;
@@ -79,6 +82,7 @@ export function streamBackup(
       ...driver.manifest(app.settings),
     };
     let archive: AsyncGenerator<Buffer, EndRecord> | undefined;
+    let index: SinceIndex | undefined;
     const head = () => {
       if (!res.headersSent) {
         res.writeHead(200, {
@@ -91,11 +95,23 @@ export function streamBackup(
       }
     };
     try {
-      const ctxDriver = { app: app.name, signal: job.signal, warnings, state: host.state };
+      const state = host.state;
+      index = driver.openSince?.(
+        app.settings,
+        { app: app.name, state, log: host.log, warnings },
+        since,
+      );
+      const ctxDriver = { app: app.name, signal: job.signal, warnings, state, since: index };
       // Hooks wrap the whole iteration (post_backup also runs when the client goes away).
       // Nothing is sent before the first chunk, so a driver failing at its start (an
       // unreadable path, a dump tool that will not start) is still a JSON error response.
-      archive = writeArchive(manifest, backupWithHooks(app, driver, ctxDriver), warnings);
+      // The index of this backup is kept once its last entry is out, before the end record.
+      archive = writeArchive(
+        { ...manifest, ...archiveKind(index) },
+        backupWithHooks(app, driver, ctxDriver),
+        warnings,
+        () => ({ token: index?.complete() }),
+      );
       for (;;) {
         job.signal.throwIfAborted();
         const r = await archive.next();
@@ -134,6 +150,8 @@ export function streamBackup(
         res.addTrailers({ "Ferry-Status": statusTrailer(streamed) });
         res.end();
       }
+    } finally {
+      index?.close();
     }
     return { failure, result: { bytes, entries: end?.entries, sha256: end?.sha256 } };
   });

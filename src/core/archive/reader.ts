@@ -15,6 +15,7 @@
 import { createHash } from "node:crypto";
 import { END_PATH, type EndRecord, MANIFEST_PATH, type Manifest } from "../../api/types.js";
 import { FerryError } from "../errors.js";
+import { type ArchiveKind, checkEndToken, checkUnchangedEntry, manifestKind } from "./delta.js";
 import {
   BLOCK,
   decodeBlock,
@@ -58,6 +59,8 @@ type State = "header" | "pax" | "meta" | "body" | "pad" | "trailer";
 
 export class ArchiveParser {
   manifest: Manifest | undefined;
+  /** Full or delta (delta.ts), once the manifest was read. */
+  kind: ArchiveKind | undefined;
   end: EndRecord | undefined;
   /** Payload entries seen so far. */
   entries = 0;
@@ -81,6 +84,8 @@ export class ArchiveParser {
   constructor(
     private readonly handler: ParseHandler = {},
     private readonly limits: ParserLimits = DEFAULT_LIMITS,
+    /** Accept a delta archive (only the repository, which completes it, does). */
+    private readonly allowDelta = false,
   ) {}
 
   /** Feeds bytes; resolves once the handler has taken them. */
@@ -229,6 +234,7 @@ export class ArchiveParser {
       if (h.size === 0) await this.endCollect();
       return;
     }
+    checkUnchangedEntry(h, this.kind as ArchiveKind);
     for (const b of this.held) this.hashPayload(b);
     this.held = [];
     this.entries++;
@@ -275,6 +281,7 @@ export class ArchiveParser {
     }
     if (kind === "manifest") {
       this.manifest = checkManifest(parsed);
+      this.kind = manifestKind(this.manifest, this.allowDelta);
       if (this.handler.manifest !== undefined) await this.handler.manifest(this.manifest);
       this.inPayload = true;
     } else {
@@ -331,6 +338,7 @@ function checkEnd(v: unknown): EndRecord {
   ) {
     throw new TarFormatError("the end record lacks entries, payload_bytes or sha256");
   }
+  checkEndToken(e);
   return e as unknown as EndRecord;
 }
 

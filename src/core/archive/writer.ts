@@ -39,12 +39,15 @@ function metaHeader(path: string, size: number, mtimeSec: number): TarHeader {
 
 /**
  * Yields the archive's bytes. `warnings` may be appended to while entries are produced;
- * they end up in the end record. The generator's return value is the end record.
+ * they end up in the end record. `complete`, if given, is called once after the last
+ * entry, just before the end record is made, and may name a `token` for it. The
+ * generator's return value is the end record.
  */
 export async function* writeArchive(
   manifest: Record<string, unknown>,
   entries: AsyncIterable<ArchiveEntry>,
   warnings: string[] = [],
+  complete?: () => { token?: string | undefined },
 ): AsyncGenerator<Buffer, EndRecord, undefined> {
   const now = Math.floor(Date.now() / 1000);
   const manifestBody = Buffer.from(`${JSON.stringify({ ...manifest, format: ARCHIVE_FORMAT })}\n`);
@@ -96,12 +99,14 @@ export async function* writeArchive(
     if (pendingBytes >= COALESCE) yield take();
   }
 
+  const token = complete?.().token;
   const end: EndRecord = {
     entries: count,
     payload_bytes: payloadBytes,
     sha256: hash.digest("hex"),
   };
   if (warnings.length > 0) end.warnings = [...warnings];
+  if (token !== undefined) end.token = token;
   const endBody = Buffer.from(`${JSON.stringify(end)}\n`);
   pending.push(
     encodeHeader(metaHeader(END_PATH, endBody.length, now)),

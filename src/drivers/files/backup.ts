@@ -9,6 +9,7 @@ import { openRoot } from "../../core/safe-fs.js";
 import type { DriverContext } from "../types.js";
 import type { FilesConfig } from "./config.js";
 import { readEntries } from "./read.js";
+import { withSince } from "./since-index.js";
 import { type PlannedEntry, walkRoot } from "./walk.js";
 
 function* walkAll(config: FilesConfig, ctx: DriverContext): Generator<PlannedEntry> {
@@ -28,5 +29,7 @@ function* walkAll(config: FilesConfig, ctx: DriverContext): Generator<PlannedEnt
 export function backup(config: FilesConfig, ctx: DriverContext): AsyncIterable<ArchiveEntry> {
   // Open every root first, so an unreadable path fails the request before any byte is sent.
   for (const path of config.paths) closeSync(openRoot(path));
-  return readEntries(walkAll(config, ctx), ctx.warnings, ctx.signal);
+  return withSince(ctx.since, walkAll(config, ctx), (p) =>
+    readEntries(p, ctx.warnings, ctx.signal),
+  );
 }

@@ -34,6 +34,8 @@ import { groupName, userName } from "../../core/users.js";
 export interface PlannedEntry {
   header: TarHeader;
   fd?: number;
+  /** For regular files: the fstat of `fd` the header was made from (since-index.ts). */
+  stat?: Stat;
 }
 
 // ignoreBOM: a leading U+FEFF is part of a name, not a byte-order mark to strip.
@@ -134,7 +136,7 @@ export function* walkRoot(
             }
             links.set(key, path);
           }
-          yield { header: header(path, opened, "file"), fd };
+          yield { header: header(path, opened, "file"), fd, stat: opened };
           break;
         }
         case S_IFLNK: {
