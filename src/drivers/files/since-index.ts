@@ -51,8 +51,6 @@ import { createHash, randomBytes } from "node:crypto";
 import { closeSync, fchownSync, fsyncSync, readSync, writeSync } from "node:fs";
 import { isDeepStrictEqual } from "node:util";
 import { SINCE_TOKEN } from "../../api/types.js";
-import type { TarHeader } from "../../core/archive/tar.js";
-import type { ArchiveEntry } from "../../core/archive/writer.js";
 import { FerryError } from "../../core/errors.js";
 import type { Logger } from "../../core/log.js";
 import { explain, openBeneath } from "../../core/safe-fs.js";
@@ -534,62 +532,26 @@ export function openSinceIndex(o: SinceOptions, token: string | undefined): Sinc
 // ------------------------------------------------------------------------------ the walk
 
 /**
- * Runs the files backup through the index: each planned regular file that is unchanged
- * since the `since` archive becomes an entry without data (its descriptor closed unread),
- * and each regular file of the archive, as it goes out, is recorded with its position.
- * `read` turns planned entries into archive entries (read.ts).
+ * The files backup's hook (backup.ts): every planned entry passes through it once, in
+ * archive order, so its position is the count so far. A regular file unchanged since the
+ * `since` archive becomes an entry without data (its descriptor closed unread), and
+ * every regular file is recorded in this backup's index.
  */
-export function withSince(
-  since: SinceIndex | undefined,
-  planned: Generator<PlannedEntry>,
-  read: (planned: Iterator<PlannedEntry>) => AsyncGenerator<ArchiveEntry>,
-): AsyncIterable<ArchiveEntry> {
-  if (since === undefined) return read(planned);
-  const stats = new WeakMap<TarHeader, Stat>();
-  return recordSent(read(markUnchanged(planned, since, stats)), since, stats);
-}
-
-function* markUnchanged(
-  planned: Generator<PlannedEntry>,
-  since: SinceIndex,
-  stats: WeakMap<TarHeader, Stat>,
-): Generator<PlannedEntry> {
+export function sinceMarker(since: SinceIndex | undefined): (p: PlannedEntry) => PlannedEntry {
+  if (since === undefined) return (p) => p;
   const token = since.since;
-  for (const p of planned) {
-    const st = p.stat;
-    if (p.fd === undefined || st === undefined || p.header.type !== "file") {
-      yield p;
-      continue;
-    }
-    const position = token === undefined ? undefined : since.lookup(p.header.path, st);
-    if (token === undefined || position === undefined) {
-      stats.set(p.header, st);
-      yield p;
-      continue;
-    }
-    closeSync(p.fd);
-    const header: TarHeader = {
-      ...p.header,
-      size: 0,
-      unchanged: { since: token, size: p.header.size, position },
-    };
-    stats.set(header, st);
-    yield { header };
-  }
-}
-
-async function* recordSent(
-  entries: AsyncGenerator<ArchiveEntry>,
-  since: SinceIndex,
-  stats: WeakMap<TarHeader, Stat>,
-): AsyncGenerator<ArchiveEntry> {
   let position = 0;
-  for await (const e of entries) {
-    const st = stats.get(e.header);
-    if (st !== undefined) since.record(e.header.path, st, position);
-    position++;
-    yield e;
-  }
+  return (p) => {
+    const at = position++;
+    const st = p.stat;
+    if (p.fd === undefined || st === undefined || p.header.type !== "file") return p;
+    since.record(p.header.path, st, at);
+    const before = token === undefined ? undefined : since.lookup(p.header.path, st);
+    if (token === undefined || before === undefined) return p;
+    closeSync(p.fd);
+    const unchanged = { since: token, size: p.header.size, position: before };
+    return { header: { ...p.header, size: 0, unchanged } };
+  };
 }
 
 // ------------------------------------------------------------------------------ start-up

@@ -80,7 +80,13 @@ async function archive(
   }
   const parts: Buffer[] = [];
   const base = { app: "a", driver: "files", driver_version: 1, ferry_version: "t", host: "h" };
-  for await (const b of writeArchive({ ...base, created: "x", ...manifest }, gen(), [], end)) {
+  for await (const b of writeArchive(
+    { ...base, created: "x", ...manifest },
+    gen(),
+    [],
+    undefined,
+    end,
+  )) {
     parts.push(b);
   }
   return Buffer.concat(parts);

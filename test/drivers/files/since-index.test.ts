@@ -16,6 +16,7 @@ import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import {
   chownSync,
+  closeSync,
   copyFileSync,
   linkSync,
   mkdirSync,
@@ -98,12 +99,15 @@ async function backup(
     async function* failing() {
       let n = 0;
       for await (const e of source) {
-        if (++n > (failAfter as number)) throw new Error("stopped");
+        if (++n > (failAfter as number)) {
+          if (e.file !== undefined) closeSync(e.file);
+          throw new Error("stopped");
+        }
         yield e;
       }
     }
     const entriesIn = failAfter === undefined ? source : failing();
-    for await (const b of writeArchive(manifest, entriesIn, warnings, () => ({
+    for await (const b of writeArchive(manifest, entriesIn, warnings, undefined, () => ({
       token: index.complete(),
     }))) {
       await parser.write(b);
