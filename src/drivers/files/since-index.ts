@@ -74,7 +74,7 @@ import {
   unlinkAt,
 } from "../../core/sys.js";
 import type { DeclaredApp, SinceIndex } from "../types.js";
-import type { PlannedEntry } from "./walk.js";
+import type { PlannedEntry, Unread } from "./walk.js";
 
 /** The subdirectory of the state directory that holds every app's indexes. */
 export const SINCE_DIR = "since";
@@ -532,25 +532,45 @@ export function openSinceIndex(o: SinceOptions, token: string | undefined): Sinc
 // ------------------------------------------------------------------------------ the walk
 
 /**
- * The files backup's hook (backup.ts): every planned entry passes through it once, in
- * archive order, so its position is the count so far. A regular file unchanged since the
- * `since` archive becomes an entry without data (its descriptor closed unread), and
- * every regular file is recorded in this backup's index.
+ * The files backup's hooks (backup.ts). `unread` is asked by the walk before it opens a
+ * regular file: true when the file is unchanged since the `since` archive, so the walk
+ * plans it from its statx and never opens it. `mark` then sees every planned entry once,
+ * in archive order (so its position is the count so far): it turns an unread file into
+ * an entry without data that names its earlier entry, and records every regular file in
+ * this backup's index.
  */
-export function sinceMarker(since: SinceIndex | undefined): (p: PlannedEntry) => PlannedEntry {
-  if (since === undefined) return (p) => p;
+export function sinceMarker(since: SinceIndex | undefined): {
+  unread: Unread | undefined;
+  mark: (p: PlannedEntry) => PlannedEntry;
+} {
+  if (since === undefined) return { unread: undefined, mark: (p) => p };
   const token = since.since;
   let position = 0;
-  return (p) => {
-    const at = position++;
-    const st = p.stat;
-    if (p.fd === undefined || st === undefined || p.header.type !== "file") return p;
-    since.record(p.header.path, st, at);
-    const before = token === undefined ? undefined : since.lookup(p.header.path, st);
-    if (token === undefined || before === undefined) return p;
-    closeSync(p.fd);
-    const unchanged = { since: token, size: p.header.size, position: before };
-    return { header: { ...p.header, size: 0, unchanged } };
+  /** The earlier position of the file `unread` said yes to last (the walk plans it next). */
+  let pending: { path: string; position: number } | undefined;
+  return {
+    unread:
+      token === undefined
+        ? undefined
+        : (path, st) => {
+            const before = since.lookup(path, st);
+            pending = before === undefined ? undefined : { path, position: before };
+            return before !== undefined;
+          },
+    mark: (p) => {
+      const at = position++;
+      const earlier = pending?.path === p.header.path ? pending : undefined;
+      pending = undefined;
+      const st = p.stat;
+      if (st === undefined || p.header.type !== "file") return p;
+      since.record(p.header.path, st, at);
+      if (p.fd !== undefined) return p;
+      if (token === undefined || earlier === undefined) {
+        throw new FerryError("INTERNAL", `${p.header.path}: planned unread, but not unchanged`);
+      }
+      const unchanged = { since: token, size: p.header.size, position: earlier.position };
+      return { header: { ...p.header, size: 0, unchanged } };
+    },
   };
 }
 
