@@ -38,12 +38,15 @@ Commands:
   version [--json]           show ferry's and ferryd's versions, ferryd's uid and capabilities
   init [--insecure-no-password]
                              create a repository (encrypted unless told otherwise)
-  backup APP… | --all [--tag T]… [--to restic:REPO]
-                             one snapshot per application; goes on past failures; with
-                             --to, each verified archive piped to restic backup --stdin
+  backup APP… | --all [--tag T]… [--force-full] [--to restic:REPO]
+                             one snapshot per application; goes on past failures; files
+                             apps send only what changed since their latest snapshot
+                             unless --force-full; with --to, each verified (complete)
+                             archive piped to restic backup --stdin
   snapshots [--app A]        list the repository's snapshots
   ls SNAPSHOT                the entries of a snapshot, like tar -tv
-  dump SNAPSHOT              the stored archive to stdout, byte for byte as ferryd sent it
+  dump SNAPSHOT              the stored archive to stdout (as ferryd sent it; a completed
+                             delta with a freshly computed end record)
   restore SNAPSHOT [--from restic:REPO]
                              restore the snapshot's application through ferryd
   check [--read-data]        verify the repository (and every blob with --read-data)
@@ -98,6 +101,7 @@ const COMMANDS: Record<string, Options> = {
     all: { type: "boolean" },
     tag: { type: "string", multiple: true },
     to: { type: "string" },
+    "force-full": { type: "boolean" },
   },
   snapshots: { ...REPO, app: { type: "string" } },
   ls: REPO,
@@ -204,6 +208,9 @@ async function main(): Promise<number> {
       if (v.all !== true && pos.length === 0)
         throw new UsageError("backup takes application names or --all");
       if (v.to !== undefined) {
+        // restic gets complete archives only: it never asks ferryd for a delta.
+        if (v["force-full"] === true)
+          throw new UsageError("--force-full is for the repository, not --to");
         return backupToRestic(
           client,
           resticRepo(v.to as string, "--to"),
@@ -217,6 +224,7 @@ async function main(): Promise<number> {
         ro,
         v.all === true ? "all" : pos,
         (v.tag as string[] | undefined) ?? [],
+        v["force-full"] === true,
       );
     }
     case "snapshots":
