@@ -35,12 +35,15 @@
  *   requesting app's own directory, and must be 32 lowercase hex digits (the daemon
  *   refuses anything else before a name is formed from it).
  *
- * Bounds, per app: at most MAX_INDEXES_PER_APP indexes (the newest; older ones are
- * removed when a new one is kept), each at most MAX_INDEX_BYTES (54 bytes + the path's
- * length per file, so about 500,000 files at typical path lengths); a backup whose index
- * would be larger keeps none, says so in a warning, and the next backup is full. A backup
- * compares with one index held in memory (its file's bytes plus 4 bytes per slot of an
- * open-addressing table, 2 slots per file).
+ * Bounds, per app: at most MAX_INDEXES_PER_APP (8) indexes and MAX_APP_INDEX_BYTES
+ * (256 MiB) together, the newest kept (older ones are removed when a new one is kept);
+ * each at most MAX_INDEX_BYTES (64 MiB: 54 bytes + the path's length per file, so about
+ * 500,000 files at typical path lengths). A backup whose index would be larger keeps
+ * none, says so in a warning, and the next backup is full. Every complete backup keeps
+ * an index, `ferry export` included, so a repository's next backup is a delta as long as
+ * fewer than 8 other backups of the app were made in between. A backup compares with
+ * one index held in memory (its bytes plus 4 bytes per slot of an open-addressing table,
+ * 2 slots per file).
  *
  * Format (little-endian): "FERRYSI1", u32 header length, header JSON {version, app, token,
  * paths, created}; per file: u16 path length, path (UTF-8), u64 size, i64 mtime seconds,
@@ -79,9 +82,11 @@ import type { PlannedEntry, Unread } from "./walk.js";
 /** The subdirectory of the state directory that holds every app's indexes. */
 export const SINCE_DIR = "since";
 /** Indexes kept per app (the newest). */
-export const MAX_INDEXES_PER_APP = 4;
+export const MAX_INDEXES_PER_APP = 8;
 /** Largest index kept or read. */
 export const MAX_INDEX_BYTES = 64 * 1024 * 1024;
+/** Bytes of indexes kept per app (the newest first; the one just made always). */
+export const MAX_APP_INDEX_BYTES = 256 * 1024 * 1024;
 /** A file whose ctime is this close to ferryd's clock when it was opened is not indexed. */
 export const RACY_SECONDS = 2;
 
@@ -378,15 +383,18 @@ class IndexWriter {
   }
 }
 
-/** Keeps the newest MAX_INDEXES_PER_APP indexes of the app directory (and always `keep`). */
-function pruneIndexes(dir: number, keep: string): void {
-  const found: { name: string; t: number; ns: number }[] = [];
+/**
+ * Keeps the newest indexes of the app directory, at most MAX_INDEXES_PER_APP of them and
+ * MAX_APP_INDEX_BYTES together; `keep` (the one just made) always stays.
+ */
+export function pruneIndexes(dir: number, keep: string): void {
+  const found: { name: string; t: number; ns: number; size: number }[] = [];
   for (const d of readDir(dir)) {
     const name = d.name.toString("latin1");
     if (!SINCE_TOKEN.test(name)) continue;
     try {
       const st = statAt(dir, name);
-      found.push({ name, t: st.mtimeSec, ns: st.mtimeNsec });
+      found.push({ name, t: st.mtimeSec, ns: st.mtimeNsec, size: st.size });
     } catch {}
   }
   found.sort((a, b) =>
@@ -396,7 +404,12 @@ function pruneIndexes(dir: number, keep: string): void {
         ? 1
         : b.t - a.t || b.ns - a.ns || (a.name < b.name ? -1 : 1),
   );
-  for (const f of found.slice(MAX_INDEXES_PER_APP)) {
+  let count = 0;
+  let bytes = 0;
+  for (const f of found) {
+    count++;
+    bytes += f.size;
+    if (f.name === keep || (count <= MAX_INDEXES_PER_APP && bytes <= MAX_APP_INDEX_BYTES)) continue;
     try {
       unlinkAt(dir, f.name, false);
     } catch {}

@@ -21,13 +21,16 @@ import {
   linkSync,
   mkdirSync,
   mkdtempSync,
+  openSync,
   readdirSync,
   readFileSync,
   renameSync,
   rmSync,
   statSync,
   symlinkSync,
+  truncateSync,
   unlinkSync,
+  utimesSync,
   writeFileSync,
 } from "node:fs";
 import { join } from "node:path";
@@ -41,6 +44,7 @@ import { filesDriver } from "../../../src/drivers/files/index.js";
 import {
   cleanSinceIndexes,
   MAX_INDEXES_PER_APP,
+  pruneIndexes,
   SINCE_DIR,
 } from "../../../src/drivers/files/since-index.js";
 import type { DeclaredApp } from "../../../src/drivers/types.js";
@@ -263,6 +267,26 @@ describe("backup indexes", () => {
     assert.deepEqual(kept, tokens.slice(2).sort());
     assert.equal((await backup("bounded", [root], tokens[0])).manifest.kind, "full");
     assert.equal((await backup("bounded", [root], tokens.at(-1))).manifest.kind, "delta");
+  });
+
+  test("bounds: at most 256 MiB of indexes per app, the newest kept (sparse files stand in)", () => {
+    const d = join(dir, "bytes-bound");
+    mkdirSync(d);
+    const names = [1, 2, 3, 4].map((i) => String(i).repeat(32));
+    names.forEach((n, i) => {
+      const f = join(d, n);
+      writeFileSync(f, "");
+      truncateSync(f, 100 * 1024 * 1024);
+      utimesSync(f, 1_700_000_000 + i, 1_700_000_000 + i);
+    });
+    const fd = openSync(d, "r");
+    try {
+      pruneIndexes(fd, names[0] as string); // the one just made always stays
+    } finally {
+      closeSync(fd);
+    }
+    // Newest first: the kept one (100 MiB), then 4 (200 MiB); 3 would pass 256 MiB.
+    assert.deepEqual(readdirSync(d).sort(), [names[0], names[3]].sort());
   });
 
   test("a backup that does not complete keeps no index and leaves no temporary file", async () => {
