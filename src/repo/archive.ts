@@ -20,7 +20,7 @@ import { decodeBlock, parsePax, resolveHeader, type TarHeader } from "../core/ar
 import { FerryError } from "../core/errors.js";
 import { failpoint } from "../core/failpoint.js";
 import { VERSION } from "../core/version.js";
-import { DeltaResolver, endRecordBytes, PreviousArchive } from "./delta.js";
+import { DeltaResolver, endRecordBytes, MetaOut, PreviousArchive } from "./delta.js";
 import { FastCDC } from "./fastcdc.js";
 import {
   type BlobRef,
@@ -32,7 +32,7 @@ import {
   type Snapshot,
 } from "./format.js";
 import type { Repository } from "./repository.js";
-import { TarSplitter, TarWalker } from "./tarsplit.js";
+import { BLOCK, TarSplitter, TarWalker } from "./tarsplit.js";
 
 /** A tree blob is cut after a ref whose id's first byte has these bits clear (1 in 32). */
 const TREE_CUT_MASK = 31;
@@ -91,6 +91,10 @@ export class ArchiveStore {
   private readonly dataRefs: RefList;
   private readonly resolver: DeltaResolver | undefined;
   private readonly previous: PreviousArchive | undefined;
+  private readonly metaOut: MetaOut | undefined;
+  /** The archive's bytes until the manifest says whether it is a delta, and its first block. */
+  private early: Buffer[] | undefined = [];
+  private first = Buffer.alloc(0);
   private queue: Queued[] = [];
   private readonly running = new Set<Promise<unknown>>();
   private failure: unknown;
@@ -116,18 +120,27 @@ export class ArchiveStore {
       contentEnd: () => this.dataCdc.flush(data),
     });
     const since = info.previous?.end.token;
-    this.parser = new ArchiveParser({}, DEFAULT_LIMITS, typeof since === "string");
     if (info.previous !== undefined && typeof since === "string") {
-      this.previous = new PreviousArchive(repo, info.previous, (refs) => blobsOf(repo, refs));
+      this.previous = new PreviousArchive(repo, info.previous);
+      this.metaOut = new MetaOut(this.metaCdc, this.previous, meta, (r) =>
+        this.queue.push({ type: BlobType.meta, ref: r }),
+      );
       this.resolver = new DeltaResolver(
         {
-          splitter: this.splitter,
+          meta: this.metaOut,
+          content: (b) => this.dataCdc.push(b, data),
+          contentEnd: () => this.dataCdc.flush(data),
           storedRef: (r) => this.queue.push({ type: BlobType.data, ref: r }),
           drain: () => this.drain(),
         },
         this.previous,
         since,
+        () => this.first,
       );
+      this.parser = new ArchiveParser(this.resolver, DEFAULT_LIMITS, true);
+    } else {
+      this.parser = new ArchiveParser();
+      this.early = undefined;
     }
   }
 
@@ -143,11 +156,23 @@ export class ArchiveStore {
 
   /** Takes the next bytes of the archive; resolves when it is ready for more. */
   async write(chunk: Buffer): Promise<void> {
+    if (this.first.length < BLOCK) {
+      this.first = Buffer.concat([this.first, chunk.subarray(0, BLOCK - this.first.length)]);
+    }
     await this.parser.write(chunk);
     this.hash.update(chunk);
     this.bytes += chunk.length;
-    if (this.resolver !== undefined) await this.resolver.push(chunk);
-    else this.splitter.push(chunk);
+    if (this.early !== undefined) {
+      // A delta is written by the resolver as the reader goes; a full archive as it came,
+      // which is known once the manifest was read.
+      this.early.push(chunk);
+      const kind = this.resolver?.kind;
+      if (kind === undefined) return;
+      if (kind === "full") for (const b of this.early) this.splitter.push(b);
+      this.early = undefined;
+    } else if (this.resolver?.kind !== "delta") {
+      this.splitter.push(chunk);
+    }
     await this.drain();
   }
 
@@ -158,14 +183,14 @@ export class ArchiveStore {
       if (this.failure !== undefined) throw this.failure;
       this.blobs++;
       if (b.ref !== undefined) {
-        // A completed delta's unchanged content: the previous snapshot's blob, not read again.
+        // A completed delta's unchanged content or metadata: the previous snapshot's blob.
         if (!this.repo.index.has(hex(b.ref.id))) {
           throw new FerryError(
             "REPO_DELTA_UNRESOLVED",
             `blob ${hex(b.ref.id)} of the previous snapshot is in no index: the delta cannot be completed, so nothing was stored (run 'ferry check', then 'ferry backup --force-full')`,
           );
         }
-        await this.dataRefs.add(b.ref);
+        await (b.type === BlobType.data ? this.dataRefs : this.metaRefs).add(b.ref);
         continue;
       }
       const id = this.repo.crypto.blobId(b.data);
@@ -189,10 +214,13 @@ export class ArchiveStore {
   /** The archive is complete: verify it, make everything durable, write the snapshot. */
   async finish(): Promise<{ id: string; snapshot: Snapshot; end: EndRecord }> {
     const end = this.parser.finish();
-    this.resolver?.finish();
     await this.previous?.close();
-    this.splitter.finish();
-    this.metaCdc.flush((b) => this.queue.push({ type: BlobType.meta, data: b }));
+    if (this.resolver?.kind === "delta") {
+      this.metaOut?.finish();
+    } else {
+      this.splitter.finish();
+      this.metaCdc.flush((b) => this.queue.push({ type: BlobType.meta, data: b }));
+    }
     await this.drain();
     await Promise.all([...this.running]);
     if (this.failure !== undefined) throw this.failure;
@@ -236,7 +264,7 @@ export class ArchiveStore {
       };
       if (end.warnings !== undefined) fields.warnings = end.warnings;
       if (end.token !== undefined) fields.token = end.token;
-      const endBytes = endRecordBytes(fields, "0".repeat(64), r.endMtime).length;
+      const endBytes = endRecordBytes(fields, "0".repeat(64), r.mtime).length;
       snapshot.version = 2;
       snapshot.manifest = r.storedManifest as Record<string, unknown>;
       snapshot.end = fields;
@@ -246,7 +274,7 @@ export class ArchiveStore {
         entries: end.entries,
         manifest_bytes: r.manifestBytes,
         payload_bytes: r.out - r.manifestBytes,
-        end_mtime: r.endMtime,
+        end_mtime: r.mtime,
       };
       snapshot.delta = {
         since: String(this.info.previous.end.token),

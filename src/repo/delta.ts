@@ -4,26 +4,36 @@
  * `ferry backup` asks ferryd for a delta against the app's latest snapshot (its end
  * record's `token`). In the delta, each regular file that is unchanged since that archive
  * is a header without data, marked `FERRY.unchanged` with the file's real size and its
- * entry's position in that archive (src/core/archive/tar.ts). `DeltaResolver` turns the
+ * entry's position in that archive (src/core/archive/tar.ts). `DeltaResolver`, driven by
+ * the strict reader's events (so every byte it sees was already accepted), turns the
  * delta back into the complete archive on its way into the repository:
  *
- * - every entry that is not unchanged passes byte for byte;
+ * - every entry that is not unchanged passes as it came (its header bytes, its body);
  * - an unchanged entry is looked up at its position in the previous snapshot
  *   (`PreviousArchive`, which walks that snapshot's streams forward, so memory stays
  *   bounded), and must be a regular file there with the same path, size and mtime to the
- *   nanosecond; its header is then written as a full archive has it (the same header
- *   with the size put back and without the FERRY records, which is byte for byte what a
- *   full backup writes) and its body comes from the previous snapshot: a small file's
- *   bytes from its metadata stream, a large file's content as the previous snapshot's
- *   blob references, without reading or hashing the content again;
+ *   nanosecond. Its header is what a full archive has (the delta's header with the size
+ *   put back and without the FERRY records): when every other field is equal too, that
+ *   is byte for byte the previous snapshot's header, which is copied; otherwise it is
+ *   encoded afresh. Its body comes from the previous snapshot: a small file's bytes from
+ *   its metadata stream, a large file's content as the previous snapshot's blob
+ *   references, without reading or hashing the content again;
  * - the manifest says `"kind": "full"` (and no `since`), and the end record is left out:
  *   the stored streams are the complete archive up to its end record, which `dump`
  *   computes over the bytes it rebuilds (archive.ts).
  *
+ * The metadata stream it writes is mostly a copy of the previous one. `MetaOut` chunks
+ * it like any other, except that whenever the chunker stands at a chunk boundary and the
+ * next bytes are a whole blob of the previous snapshot's metadata stream, copied, that
+ * blob is referenced as it is instead of being chunked and hashed again: the rebuilt
+ * stream is the same bytes either way, and an unchanged tree costs no chunking.
+ *
  * Anything that does not resolve refuses the whole snapshot (REPO_DELTA_UNRESOLVED): no
- * snapshot is written, and `ferry backup --force-full` asks for a full archive instead.
+ * snapshot is written, and `ferry backup --force-full` asks for a full archive.
  */
+import type { Manifest } from "../api/types.js";
 import { END_PATH, MANIFEST_PATH } from "../api/types.js";
+import type { ParseHandler } from "../core/archive/reader.js";
 import {
   BLOCK,
   decodeBlock,
@@ -35,9 +45,10 @@ import {
   type TarHeader,
 } from "../core/archive/tar.js";
 import { FerryError } from "../core/errors.js";
+import type { FastCDC } from "./fastcdc.js";
 import type { BlobRef, LoadedSnapshot } from "./format.js";
 import type { Repository } from "./repository.js";
-import { INLINE_MAX, type TarSplitter } from "./tarsplit.js";
+import { INLINE_MAX } from "./tarsplit.js";
 
 const ZEROS = Buffer.alloc(BLOCK);
 
@@ -49,38 +60,74 @@ function unresolved(why: string): FerryError {
 }
 
 /** Whether an entry's body goes to the content stream (tarsplit.ts's rule). */
-function isContent(typeflag: string, size: number): boolean {
-  return (typeflag === "0" || typeflag === "\0" || typeflag === "7") && size >= INLINE_MAX;
+function isContent(h: TarHeader): boolean {
+  return h.type === "file" && h.size >= INLINE_MAX;
 }
 
-/** Exact reads from a stream of buffers. */
-class ByteReader {
-  private buf = Buffer.alloc(0);
-  private off = 0;
+// ------------------------------------------------------------------ the previous snapshot
 
-  constructor(private readonly src: AsyncGenerator<Buffer>) {}
+/** A blob of the previous snapshot's metadata stream and where it starts in that stream. */
+export interface MetaBlob {
+  start: number;
+  ref: BlobRef;
+}
+
+/** Exact reads from a snapshot's metadata stream, with each blob's place in it. */
+class MetaReader {
+  /** Blobs fetched and not yet behind every reader, oldest first. */
+  readonly blobs: MetaBlob[] = [];
+  private ahead: { ref: BlobRef; data: Promise<Buffer> }[] = [];
+  private buf: Buffer = Buffer.alloc(0);
+  private off = 0;
+  /** Offset in the stream of `buf[0]`. */
+  private base = 0;
+  private next = 0; // stream offset of the next blob to fetch
+  private done = false;
+
+  constructor(
+    private readonly repo: Repository,
+    private readonly refs: AsyncGenerator<BlobRef>,
+  ) {}
+
+  /** Offset of the next byte `read` returns. */
+  get pos(): number {
+    return this.base + this.off;
+  }
+
+  private async fill(): Promise<boolean> {
+    while (!this.done && this.ahead.length < 4) {
+      const r = await this.refs.next();
+      if (r.done === true) {
+        this.done = true;
+        break;
+      }
+      const data = this.repo.loadBlob(r.value.id, r.value.length);
+      data.catch(() => {});
+      this.ahead.push({ ref: r.value, data });
+    }
+    const first = this.ahead.shift();
+    if (first === undefined) return false;
+    const data = await first.data;
+    this.blobs.push({ start: this.next, ref: first.ref });
+    this.next += data.length;
+    const rest = this.buf.subarray(this.off);
+    this.base += this.off;
+    this.buf = rest.length === 0 ? data : Buffer.concat([rest, data]);
+    this.off = 0;
+    return true;
+  }
 
   /** The next `n` bytes; undefined at a clean end of the stream (nothing left). */
   async read(n: number): Promise<Buffer | undefined> {
-    if (this.buf.length - this.off >= n) {
-      const out = this.buf.subarray(this.off, this.off + n);
-      this.off += n;
-      return out;
-    }
-    const parts: Buffer[] = [this.buf.subarray(this.off)];
-    let have = this.buf.length - this.off;
-    while (have < n) {
-      const r = await this.src.next();
-      if (r.done === true) {
-        if (have === 0) return undefined;
+    while (this.buf.length - this.off < n) {
+      if (!(await this.fill())) {
+        if (this.buf.length - this.off === 0) return undefined;
         throw new FerryError("REPO_CORRUPT", "a snapshot's metadata stream ends inside an entry");
       }
-      parts.push(r.value);
-      have += r.value.length;
     }
-    this.buf = Buffer.concat(parts);
-    this.off = n;
-    return this.buf.subarray(0, n);
+    const out = this.buf.subarray(this.off, this.off + n);
+    this.off += n;
+    return out;
   }
 
   async exact(n: number): Promise<Buffer> {
@@ -92,8 +139,19 @@ class ByteReader {
     return b;
   }
 
+  /** Forgets the blobs that end at or before `offset`. */
+  trim(offset: number): void {
+    while (this.blobs.length > 0) {
+      const b = this.blobs[0] as MetaBlob;
+      if (b.start + b.ref.length > offset) break;
+      this.blobs.shift();
+    }
+  }
+
   async close(): Promise<void> {
-    await this.src.return(undefined);
+    for (const a of this.ahead) await a.data.catch(() => {});
+    this.ahead = [];
+    await this.refs.return(undefined);
   }
 }
 
@@ -101,8 +159,16 @@ class ByteReader {
 export interface PreviousEntry {
   position: number;
   header: TarHeader;
-  /** A small file's body (from the metadata stream); undefined for a large file. */
-  inline?: Buffer;
+  /** Where its bytes start in the metadata stream. */
+  offset: number;
+  /**
+   * Its bytes in the metadata stream: the header (pax and ustar blocks), and for a small
+   * file its body and padding too. A large file's content and padding come with
+   * `takeContent`.
+   */
+  raw: Buffer;
+  /** Whether its body is in the content stream. */
+  content: boolean;
 }
 
 /**
@@ -110,26 +176,25 @@ export interface PreviousEntry {
  * counted), walking its metadata and content streams forward together.
  */
 export class PreviousArchive {
-  private meta!: ByteReader;
+  private meta!: MetaReader;
   private data!: AsyncGenerator<BlobRef>;
   private position = -1;
   private started = false;
   /** Content bytes of the current large file not taken yet, and its padding. */
   private contentLeft = 0;
   private contentPad = 0;
-  /** How often the walk had to start over (a position at or before the last one). */
-  restarts = 0;
+  /** Bumped each time the walk starts over (offsets start again from 0). */
+  generation = 0;
 
   constructor(
     private readonly repo: Repository,
     readonly snapshot: LoadedSnapshot,
-    private readonly blobs: (refs: AsyncGenerator<BlobRef>) => AsyncGenerator<Buffer>,
   ) {
     this.open();
   }
 
   private open(): void {
-    this.meta = new ByteReader(this.blobs(this.repo.refs(this.snapshot.meta_tree)));
+    this.meta = new MetaReader(this.repo, this.repo.refs(this.snapshot.meta_tree));
     this.data = this.repo.refs(this.snapshot.data_tree);
     this.position = -1;
     this.started = false;
@@ -142,6 +207,25 @@ export class PreviousArchive {
     await this.data.return(undefined);
   }
 
+  /** The metadata blob that starts at `offset`, if one does (of the current walk). */
+  blobAt(offset: number): MetaBlob | undefined {
+    for (const b of this.meta.blobs) {
+      if (b.start === offset) return b;
+      if (b.start > offset) return undefined;
+    }
+    return undefined;
+  }
+
+  /** The metadata blobs fetched and not forgotten, in order. */
+  blobs(): readonly MetaBlob[] {
+    return this.meta.blobs;
+  }
+
+  /** Forgets blobs wholly before `offset` (nothing before it will be copied any more). */
+  trim(offset: number): void {
+    this.meta.trim(offset);
+  }
+
   /** The entry at `position`, or undefined if the archive has no such entry. */
   async seek(position: number): Promise<PreviousEntry | undefined> {
     if (position <= this.position) {
@@ -149,7 +233,7 @@ export class PreviousArchive {
       // walk order), start over rather than hold the archive's entries in memory.
       await this.close();
       this.open();
-      this.restarts++;
+      this.generation++;
     }
     for (;;) {
       const e = await this.next();
@@ -157,8 +241,13 @@ export class PreviousArchive {
     }
   }
 
-  /** Passes the current large file's blob references, in order, to `each`. */
-  async takeContent(each: (r: BlobRef) => void | Promise<void>): Promise<void> {
+  /**
+   * Passes the current large file's blob references, in order, to `each`; returns its
+   * padding's bytes and their offset in the metadata stream.
+   */
+  async takeContent(
+    each: (r: BlobRef) => void | Promise<void>,
+  ): Promise<{ pad: Buffer; offset: number }> {
     while (this.contentLeft > 0) {
       const r = await this.data.next();
       if (r.done === true || r.value.length > this.contentLeft) {
@@ -170,61 +259,176 @@ export class PreviousArchive {
       this.contentLeft -= r.value.length;
       await each(r.value);
     }
-    await this.meta.exact(this.contentPad);
+    const offset = this.meta.pos;
+    const pad = await this.meta.exact(this.contentPad);
     this.contentPad = 0;
+    return { pad, offset };
   }
 
   private async next(): Promise<PreviousEntry | undefined> {
     if (this.contentLeft > 0 || this.contentPad > 0) await this.takeContent(() => {});
     let pax: Map<string, string> | undefined;
+    const parts: Buffer[] = [];
+    const offset = this.meta.pos;
     for (;;) {
       const block = await this.meta.read(BLOCK);
       if (block === undefined || isZeroBlock(block)) return undefined;
+      parts.push(block);
       const raw = decodeBlock(block);
       if (raw.typeflag === "x") {
         const body = await this.meta.exact(raw.size + padding(raw.size));
+        parts.push(body);
         pax = parsePax(body.subarray(0, raw.size));
         continue;
       }
       const h = resolveHeader(raw, pax);
       pax = undefined;
       if (this.started && h.path === END_PATH) return undefined;
-      let inline: Buffer | undefined;
-      if (isContent(raw.typeflag, h.size)) {
+      const content = isContent(h);
+      if (content) {
         this.contentLeft = h.size;
         this.contentPad = padding(h.size);
       } else {
-        inline = (await this.meta.exact(h.size + padding(h.size))).subarray(0, h.size);
+        parts.push(await this.meta.exact(h.size + padding(h.size)));
       }
       if (!this.started) {
         this.started = true; // the manifest
-        continue;
+        if (content) await this.takeContent(() => {});
+        return this.next();
       }
       this.position++;
-      return inline === undefined
-        ? { position: this.position, header: h }
-        : { position: this.position, header: h, inline: Buffer.from(inline) };
+      // Copied: the reader's buffer is reused as blobs come in.
+      return { position: this.position, header: h, offset, raw: Buffer.concat(parts), content };
     }
   }
 }
 
-/** Where the completed archive goes: the store's splitter and content queue. */
+// ------------------------------------------------------------------ the metadata stream out
+
+/**
+ * The metadata stream of the archive being stored: chunked by `cdc`, except that a whole
+ * blob of the previous snapshot's metadata stream, copied while the chunker stands at a
+ * boundary, is referenced as it is (see the top).
+ */
+export class MetaOut {
+  /** Copied bytes not decided yet: a run of the previous stream from `runStart`. */
+  private run: Buffer[] = [];
+  private runLen = 0;
+  private runStart = -1;
+  private runGeneration = -1;
+  /** Blobs referenced as they are, and the bytes they hold. */
+  reused = 0;
+  reusedBytes = 0;
+
+  constructor(
+    private readonly cdc: FastCDC,
+    private readonly previous: PreviousArchive,
+    private readonly chunk: (b: Buffer) => void,
+    private readonly ref: (r: BlobRef) => void,
+  ) {}
+
+  /** New bytes. */
+  fresh(b: Buffer): void {
+    this.release();
+    if (b.length > 0) this.cdc.push(b, this.chunk);
+  }
+
+  /** Bytes that are the previous metadata stream's [offset, offset + length). */
+  copy(b: Buffer, offset: number): void {
+    if (b.length === 0) return;
+    const generation = this.previous.generation;
+    if (
+      this.runStart < 0 ||
+      generation !== this.runGeneration ||
+      offset !== this.runStart + this.runLen
+    ) {
+      this.release();
+      this.runStart = offset;
+      this.runGeneration = generation;
+    }
+    this.run.push(b);
+    this.runLen += b.length;
+    this.settle();
+  }
+
+  /** Moves the run on: whole previous blobs out as references where it can, else chunked. */
+  private settle(): void {
+    while (this.runLen > 0) {
+      const blob = this.previous.blobAt(this.runStart);
+      if (this.cdc.pending === 0 && blob !== undefined) {
+        if (this.runLen < blob.ref.length) return; // wait for the rest of the blob
+        this.ref(blob.ref);
+        this.reused++;
+        this.reusedBytes += blob.ref.length;
+        this.drop(blob.ref.length, false);
+        continue;
+      }
+      // Not at a boundary: chunk up to where the next previous blob starts (if the chunker
+      // cuts right there, the next blob can be referenced).
+      const next = this.nextBoundary(this.runStart);
+      this.drop(
+        next === undefined ? this.runLen : Math.min(this.runLen, next - this.runStart),
+        true,
+      );
+    }
+  }
+
+  private nextBoundary(offset: number): number | undefined {
+    for (const b of this.previous.blobs()) if (b.start > offset) return b.start;
+    return undefined;
+  }
+
+  /** Takes `n` bytes off the run's front, chunking them when `chunked`. */
+  private drop(n: number, chunked: boolean): void {
+    let left = n;
+    while (left > 0) {
+      const head = this.run[0] as Buffer;
+      const take = Math.min(left, head.length);
+      if (chunked) this.cdc.push(head.subarray(0, take), this.chunk);
+      if (take === head.length) this.run.shift();
+      else this.run[0] = head.subarray(take);
+      left -= take;
+    }
+    this.runLen -= n;
+    this.runStart += n;
+    this.previous.trim(this.runStart);
+  }
+
+  /** The run is over: its bytes are chunked. */
+  private release(): void {
+    for (const b of this.run) this.cdc.push(b, this.chunk);
+    this.run = [];
+    this.runLen = 0;
+    this.runStart = -1;
+  }
+
+  finish(): void {
+    this.release();
+    this.cdc.flush(this.chunk);
+  }
+}
+
+// ------------------------------------------------------------------ the resolver
+
+/** Where the completed archive goes. */
 export interface ResolveSink {
-  splitter: TarSplitter;
+  meta: MetaOut;
+  /** A large file's body begins, goes on, ends (the content stream, chunked afresh). */
+  content(b: Buffer): void;
+  contentEnd(): void;
   /** A blob the repository already holds, next in the content stream. */
   storedRef(r: BlobRef): void;
   /** Called every few thousand stored references, so the queue stays short. */
   drain(): Promise<void>;
 }
 
-type Mode = "block" | "ext" | "manifest" | "body" | "drop" | "pass";
-
 /**
- * Turns the archive ferryd sends into the archive to store (see the top). A full archive
- * passes through unchanged. Runs after the strict reader has accepted the same bytes.
+ * Turns the archive ferryd sends into the archive to store (see the top), as the strict
+ * reader's handler. Until the manifest says "delta" it does nothing: a full archive is
+ * stored as it came by the caller.
  */
-export class DeltaResolver {
-  /** "delta" once the manifest said so; "full" for a full archive. */
+export class DeltaResolver implements ParseHandler {
+  /** "delta" once the manifest said so, "full" otherwise. */
   kind: "full" | "delta" | undefined;
   /** Bytes of the completed archive given to the sink (up to its end record). */
   out = 0;
@@ -232,161 +436,34 @@ export class DeltaResolver {
   manifestBytes = 0;
   unchanged = 0;
   unchangedBytes = 0;
-  /** The end record header's mtime (the completed archive's end record keeps it). */
-  endMtime = 0;
   /** The manifest as stored (a delta's says "full"). */
   storedManifest: Record<string, unknown> | undefined;
-
-  private mode: Mode = "block";
-  private pending: Buffer[] = [];
-  private pendingBytes = 0;
-  private need = BLOCK;
-  /** Bytes of the current entry's header region (pax blocks and body, then the ustar block). */
-  private region: Buffer[] = [];
-  private pax: Map<string, string> | undefined;
-  private manifestHeader: TarHeader | undefined;
-  private manifestSize = 0;
+  /** mtime of the manifest's header (ferryd gives the end record's the same). */
+  mtime = 0;
+  private current: TarHeader | undefined;
 
   constructor(
     private readonly sink: ResolveSink,
     private readonly previous: PreviousArchive,
     /** The token the request named (the previous snapshot's). */
     private readonly since: string,
+    /** The archive's first block (the manifest's header), once it came. */
+    private readonly firstBlock: () => Buffer,
   ) {}
 
-  private emit(b: Buffer): void {
-    if (b.length === 0) return;
+  private fresh(b: Buffer): void {
     this.out += b.length;
-    this.sink.splitter.push(b);
+    this.sink.meta.fresh(b);
   }
 
-  /** Takes the next bytes of the archive ferryd sent. */
-  async push(chunk: Buffer): Promise<void> {
-    if (this.mode === "pass") {
-      this.emit(chunk);
-      return;
-    }
-    let off = 0;
-    while (off < chunk.length) {
-      const mode = this.mode as Mode;
-      if (mode === "drop") return;
-      if (mode === "pass") {
-        this.emit(chunk.subarray(off));
-        return;
-      }
-      if (mode === "body") {
-        const n = Math.min(this.need, chunk.length - off);
-        this.emit(chunk.subarray(off, off + n));
-        off += n;
-        this.need -= n;
-        if (this.need === 0) this.toBlock();
-        continue;
-      }
-      const n = Math.min(this.need - this.pendingBytes, chunk.length - off);
-      this.pending.push(chunk.subarray(off, off + n));
-      this.pendingBytes += n;
-      off += n;
-      if (this.pendingBytes === this.need) {
-        const whole =
-          this.pending.length === 1 ? (this.pending[0] as Buffer) : Buffer.concat(this.pending);
-        this.pending = [];
-        this.pendingBytes = 0;
-        await this.step(Buffer.from(whole));
-      }
-    }
+  private copy(b: Buffer, offset: number): void {
+    this.out += b.length;
+    this.sink.meta.copy(b, offset);
   }
 
-  private toBlock(): void {
-    this.mode = "block";
-    this.need = BLOCK;
-  }
-
-  private async step(b: Buffer): Promise<void> {
-    switch (this.mode) {
-      case "ext": {
-        this.region.push(b);
-        this.pax = parsePax(b.subarray(0, this.extSize));
-        this.toBlock();
-        return;
-      }
-      case "manifest":
-        return this.manifest(b);
-      case "block":
-        return this.block(b);
-      default:
-        throw new FerryError("INTERNAL", `delta resolver in mode ${this.mode}`);
-    }
-  }
-
-  private extSize = 0;
-
-  private async block(b: Buffer): Promise<void> {
-    if (isZeroBlock(b)) {
-      this.mode = "drop";
-      return;
-    }
-    const raw = decodeBlock(b);
-    if (raw.typeflag === "x") {
-      this.region.push(b);
-      this.extSize = raw.size;
-      this.mode = "ext";
-      this.need = raw.size + padding(raw.size);
-      if (this.need === 0) {
-        this.pax = parsePax(Buffer.alloc(0));
-        this.toBlock();
-      }
-      return;
-    }
-    const h = resolveHeader(raw, this.pax);
-    this.pax = undefined;
-    const region = [...this.region, b];
-    this.region = [];
-    if (this.manifestHeader === undefined) {
-      if (h.path !== MANIFEST_PATH) throw new FerryError("ARCHIVE_INVALID", "no manifest first");
-      this.manifestHeader = h;
-      this.manifestSize = h.size;
-      this.regionOfManifest = region;
-      this.mode = "manifest";
-      this.need = h.size + padding(h.size);
-      if (this.need === 0) await this.manifest(Buffer.alloc(0));
-      return;
-    }
-    if (h.path === END_PATH) {
-      this.endMtime = raw.mtime;
-      this.mode = "drop"; // the end record: `dump` computes the completed archive's own
-      return;
-    }
-    if (h.unchanged !== undefined) {
-      await this.resolve(h);
-      this.toBlock();
-      return;
-    }
-    for (const part of region) this.emit(part);
-    this.need = h.size + padding(h.size);
-    if (this.need === 0) this.toBlock();
-    else this.mode = "body";
-  }
-
-  private regionOfManifest: Buffer[] = [];
-
-  private async manifest(body: Buffer): Promise<void> {
-    let m: Record<string, unknown>;
-    try {
-      m = JSON.parse(body.subarray(0, this.manifestSize).toString("utf8")) as Record<
-        string,
-        unknown
-      >;
-    } catch {
-      throw new FerryError("ARCHIVE_INVALID", "the manifest is not JSON");
-    }
+  manifest(m: Manifest): void {
     if (m.kind !== "delta") {
-      // A full archive (ferryd did not know the token any more): stored as sent.
-      this.kind = "full";
-      this.storedManifest = m;
-      for (const part of this.regionOfManifest) this.emit(part);
-      this.emit(body);
-      this.manifestBytes = this.out;
-      this.mode = "pass";
+      this.kind = "full"; // ferryd did not know the token any more: stored as sent
       return;
     }
     if (m.since !== this.since) {
@@ -395,14 +472,62 @@ export class DeltaResolver {
       );
     }
     this.kind = "delta";
+    const header = decodeBlock(this.firstBlock());
+    this.mtime = header.mtime;
     const { since: _, ...rest } = m;
     this.storedManifest = { ...rest, kind: "full" };
     const text = Buffer.from(`${JSON.stringify(this.storedManifest)}\n`);
-    this.emit(encodeHeader({ ...(this.manifestHeader as TarHeader), size: text.length }));
-    this.emit(text);
-    this.emit(ZEROS.subarray(0, padding(text.length)));
+    const h: TarHeader = {
+      path: MANIFEST_PATH,
+      type: "file",
+      mode: header.mode,
+      uid: header.uid,
+      gid: header.gid,
+      uname: header.uname,
+      gname: header.gname,
+      size: text.length,
+      mtimeSec: header.mtime,
+      mtimeNsec: 0,
+      linkpath: "",
+    };
+    this.fresh(encodeHeader(h));
+    if (isContent(h)) {
+      this.out += text.length;
+      this.sink.content(text);
+      this.sink.contentEnd();
+    } else {
+      this.fresh(text);
+    }
+    this.fresh(ZEROS.subarray(0, padding(text.length)));
     this.manifestBytes = this.out;
-    this.toBlock();
+  }
+
+  async entry(h: TarHeader, raw: readonly Buffer[]): Promise<void> {
+    if (this.kind !== "delta") return;
+    if (h.unchanged !== undefined) {
+      await this.resolve(h);
+      return;
+    }
+    this.current = h;
+    for (const b of raw) this.fresh(b);
+  }
+
+  data(chunk: Buffer): void {
+    const h = this.current;
+    if (this.kind !== "delta" || h === undefined) return;
+    if (isContent(h)) {
+      this.out += chunk.length;
+      this.sink.content(chunk);
+    } else {
+      this.fresh(chunk);
+    }
+  }
+
+  entryEnd(h: TarHeader): void {
+    if (this.kind !== "delta" || h.unchanged !== undefined) return;
+    this.current = undefined;
+    if (isContent(h)) this.sink.contentEnd();
+    this.fresh(ZEROS.subarray(0, padding(h.size)));
   }
 
   /** An unchanged entry: the full header, and the body from the previous snapshot. */
@@ -418,29 +543,36 @@ export class DeltaResolver {
     if (b.size !== u.size || b.mtimeSec !== h.mtimeSec || b.mtimeNsec !== h.mtimeNsec) {
       throw unresolved(`${where}: its size or mtime differ in the previous snapshot`);
     }
-    const { unchanged: _, ...full } = h;
-    this.emit(encodeHeader({ ...full, size: u.size }));
-    if (before.inline !== undefined) {
-      this.emit(before.inline);
+    const same =
+      b.mode === h.mode &&
+      b.uid === h.uid &&
+      b.gid === h.gid &&
+      b.uname === h.uname &&
+      b.gname === h.gname &&
+      b.linkpath === h.linkpath;
+    if (same) {
+      // The previous header (and a small file's body) is byte for byte what a full archive has.
+      this.copy(before.raw, before.offset);
     } else {
-      this.sink.splitter.skipStoredContent(u.size);
+      const { unchanged: _, ...full } = h;
+      this.fresh(encodeHeader({ ...full, size: u.size }));
+      if (!before.content) {
+        this.fresh(before.raw.subarray(before.raw.length - (u.size + padding(u.size))));
+      }
+      this.previous.trim(before.offset + before.raw.length);
+    }
+    if (before.content) {
       let n = 0;
-      await this.previous.takeContent(async (r) => {
+      const { pad, offset } = await this.previous.takeContent(async (r) => {
         this.sink.storedRef(r);
         if (++n % 4096 === 0) await this.sink.drain();
       });
       this.out += u.size;
+      if (same) this.copy(pad, offset);
+      else this.fresh(pad);
     }
-    this.emit(ZEROS.subarray(0, padding(u.size)));
     this.unchanged++;
     this.unchangedBytes += u.size;
-  }
-
-  /** After the last byte: the stream ended where an archive may end. */
-  finish(): void {
-    if (this.mode !== "drop" && this.mode !== "pass") {
-      throw new FerryError("ARCHIVE_TRUNCATED", "the archive ended inside an entry");
-    }
   }
 }
 

@@ -31,8 +31,11 @@ import {
 } from "./format.js";
 import { PackWriter } from "./packs.js";
 
-/** Blobs at least this large are decompressed on the thread pool when reading asynchronously. */
-const SYNC_DECOMPRESS_MIN = 32 * 1024;
+/**
+ * Blobs larger than this are decompressed on the thread pool when reading asynchronously;
+ * metadata blobs (at most 32 KiB) and trees of up to ~1,800 references are not.
+ */
+const SYNC_DECOMPRESS_MIN = 64 * 1024;
 
 export class Repository {
   readonly index = new Map<string, IndexEntry>();

@@ -30,8 +30,11 @@ import {
 export interface ParseHandler {
   /** Called with the manifest before any payload entry; may throw to refuse the archive. */
   manifest?(m: Manifest): void | Promise<void>;
-  /** Start of a payload entry. */
-  entry?(h: TarHeader): void | Promise<void>;
+  /**
+   * Start of a payload entry; `raw` are its header's bytes as they came (a pax header's
+   * block and body, then the ustar block), for a consumer that passes entries on as they are.
+   */
+  entry?(h: TarHeader, raw: readonly Buffer[]): void | Promise<void>;
   /** A chunk of the current entry's body. */
   data?(chunk: Buffer): void | Promise<void>;
   /** The current entry's body is complete. */
@@ -258,14 +261,15 @@ export class ArchiveParser {
       return;
     }
     checkUnchangedEntry(h, this.kind as ArchiveKind);
-    for (const b of this.held) this.hashPayload(b);
+    const headerBytes = this.held;
+    for (const b of headerBytes) this.hashPayload(b);
     this.held = [];
     this.entries++;
     if (this.entries > this.limits.maxEntries) {
       throw new TarFormatError(`more than ${this.limits.maxEntries} entries`);
     }
     this.current = h;
-    if (this.handler.entry !== undefined) yield this.handler.entry(h);
+    if (this.handler.entry !== undefined) yield this.handler.entry(h, headerBytes);
     if (h.size === 0) {
       yield* this.endBody();
     } else {

@@ -202,7 +202,13 @@ const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 function readCString(b: Buffer, off: number, len: number): string {
   let end = off;
-  while (end < off + len && b[end] !== 0) end++;
+  let ascii = true;
+  while (end < off + len && b[end] !== 0) {
+    if ((b[end] as number) >= 0x80) ascii = false;
+    end++;
+  }
+  // Plain ASCII (nearly every field) needs no decoder; anything else must be valid UTF-8.
+  if (ascii) return end === off ? "" : b.toString("latin1", off, end);
   try {
     return utf8.decode(b.subarray(off, end));
   } catch {
