@@ -4,7 +4,7 @@
  * (docs/repository.md, "Storage"). Names are `KIND/NAME` where KIND is one of the
  * repository's directories; the backend never interprets the bytes.
  */
-import { constants, promises as fsp, readSync } from "node:fs";
+import { constants, promises as fsp, fstatSync, readSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { FerryError } from "../core/errors.js";
 
@@ -36,13 +36,47 @@ interface HeldPack {
   fh: fsp.FileHandle;
   users: number;
   dropped: boolean;
+  size: number;
+  /** The last window read: small blobs are read in order, several from one pread. */
+  window?: { start: number; buf: Buffer };
 }
+
+/** Bytes read at once for small ranges of a held pack. */
+const WINDOW = 256 * 1024;
 
 /** Ranges of packs up to this size are read synchronously. */
 const SYNC_READ_MAX = 64 * 1024;
 
 /** Pack files a LocalBackend keeps open for reading. */
 const MAX_OPEN_PACKS = 32;
+
+/**
+ * A small range of a held pack, from its window (read anew when the range is outside it);
+ * undefined when the range passes the end of the pack (the caller reports it).
+ */
+function windowed(
+  h: HeldPack,
+  kind: string,
+  name: string,
+  offset: number,
+  len: number,
+): Buffer | undefined {
+  const w = h.window;
+  if (w !== undefined && offset >= w.start && offset + len <= w.start + w.buf.length) {
+    return w.buf.subarray(offset - w.start, offset - w.start + len);
+  }
+  if (offset + len > h.size) return undefined;
+  const size = Math.min(Math.max(WINDOW, len), h.size - offset);
+  const buf = Buffer.allocUnsafe(size);
+  let got = 0;
+  while (got < size) {
+    const n = readSync(h.fh.fd, buf, got, size - got, offset + got);
+    if (n === 0) throw new FerryError("REPO_CORRUPT", `${kind}/${name} is shorter than its size`);
+    got += n;
+  }
+  h.window = { start: offset, buf };
+  return buf.subarray(0, len);
+}
 
 /**
  * A local directory. Every object is written to a temporary name in its directory,
@@ -66,7 +100,8 @@ export class LocalBackend implements Backend {
       this.handles.delete(p);
       this.handles.set(p, h);
     } else {
-      h = { fh: await fsp.open(p, constants.O_RDONLY), users: 0, dropped: false };
+      const fh = await fsp.open(p, constants.O_RDONLY);
+      h = { fh, users: 0, dropped: false, size: fstatSync(fh.fd).size };
       const raced = this.handles.get(p);
       if (raced !== undefined) {
         await h.fh.close();
@@ -137,6 +172,10 @@ export class LocalBackend implements Backend {
     const fh = held?.fh ?? (await fsp.open(p, constants.O_RDONLY));
     try {
       const len = length ?? (await fh.stat()).size - offset;
+      if (held !== undefined && len <= SYNC_READ_MAX) {
+        const got = windowed(held, kind, name, offset, len);
+        if (got !== undefined) return got;
+      }
       const buf = Buffer.allocUnsafe(len);
       let got = 0;
       // A small range of a held pack (a metadata blob, a tree) is read at once: from the

@@ -130,6 +130,15 @@ class MetaReader {
     return out;
   }
 
+  /**
+   * The bytes [from, pos) just read, as one view when they are still in the buffer
+   * (buffers are replaced, never written to, so views stay valid); undefined otherwise.
+   */
+  since(from: number): Buffer | undefined {
+    if (from < this.base) return undefined;
+    return this.buf.subarray(from - this.base, this.off);
+  }
+
   async exact(n: number): Promise<Buffer> {
     if (n === 0) return Buffer.alloc(0);
     const b = await this.read(n);
@@ -297,8 +306,8 @@ export class PreviousArchive {
         return this.next();
       }
       this.position++;
-      // Copied: the reader's buffer is reused as blobs come in.
-      return { position: this.position, header: h, offset, raw: Buffer.concat(parts), content };
+      const bytes = this.meta.since(offset) ?? Buffer.concat(parts);
+      return { position: this.position, header: h, offset, raw: bytes, content };
     }
   }
 }

@@ -153,15 +153,16 @@ class LoadedIndex {
   }
 
   lookup(path: string, st: Stat): number | undefined {
-    const key = Buffer.from(path, "utf8");
+    if (Buffer.byteLength(path) > KEY.length) return undefined;
+    const n = KEY.write(path, 0, "utf8");
     const buf = this.buf;
-    let slot = fnv(key, 0, key.length) & this.mask;
+    let slot = fnv(KEY, 0, n) & this.mask;
     for (;;) {
       const v = this.table[slot] as number;
       if (v === 0) return undefined;
       const off = v - 1;
       const len = buf.readUInt16LE(off);
-      if (len === key.length && buf.compare(key, 0, len, off + 2, off + 2 + len) === 0) {
+      if (len === n && buf.compare(KEY, 0, n, off + 2, off + 2 + len) === 0) {
         return same(buf, off + 2 + len, st);
       }
       slot = (slot + 1) & this.mask;
@@ -169,14 +170,40 @@ class LoadedIndex {
   }
 }
 
+/** Scratch space for a looked-up path's bytes (archive paths are at most 4 KiB). */
+const KEY = Buffer.alloc(0xffff);
+
+/** A u64 or i64 stored as two 32-bit halves, as a Number (exact below 2^53). */
+function u64(b: Buffer, o: number): number {
+  return b.readUInt32LE(o) + b.readUInt32LE(o + 4) * 0x1_0000_0000;
+}
+function i64(b: Buffer, o: number): number {
+  return b.readUInt32LE(o) + b.readInt32LE(o + 4) * 0x1_0000_0000;
+}
+function put64(b: Buffer, o: number, v: number): void {
+  const hi = Math.floor(v / 0x1_0000_0000);
+  b.writeUInt32LE(v - hi * 0x1_0000_0000, o);
+  b.writeInt32LE(hi, o + 4);
+}
+
+let lastDev = "";
+let lastDevParts: [number, number] = [0, 0];
+function devOf(dev: string): [number, number] {
+  if (dev !== lastDev) {
+    lastDev = dev;
+    lastDevParts = devParts(dev);
+  }
+  return lastDevParts;
+}
+
 /** The record's position when all six fields equal the file's stat. */
 function same(b: Buffer, o: number, st: Stat): number | undefined {
-  const [major, minor] = devParts(st.dev);
+  const [major, minor] = devOf(st.dev);
   if (
-    Number(b.readBigUInt64LE(o)) === st.size &&
-    Number(b.readBigInt64LE(o + 8)) === st.mtimeSec &&
+    u64(b, o) === st.size &&
+    i64(b, o + 8) === st.mtimeSec &&
     b.readUInt32LE(o + 16) === st.mtimeNsec &&
-    Number(b.readBigInt64LE(o + 20)) === st.ctimeSec &&
+    i64(b, o + 20) === st.ctimeSec &&
     b.readUInt32LE(o + 28) === st.ctimeNsec &&
     b.readBigUInt64LE(o + 32) === st.ino &&
     b.readUInt32LE(o + 40) === major &&
@@ -276,8 +303,6 @@ class IndexWriter {
   private used = 0;
   bytes = 0;
   count = 0;
-  private lastDev = "";
-  private lastDevParts: [number, number] = [0, 0];
 
   constructor(
     private readonly dir: number,
@@ -337,18 +362,15 @@ class IndexWriter {
     b.writeUInt16LE(plen, o);
     b.write(path, o + 2, plen, "utf8");
     o += 2 + plen;
-    if (st.dev !== this.lastDev) {
-      this.lastDev = st.dev;
-      this.lastDevParts = devParts(st.dev);
-    }
-    b.writeBigUInt64LE(BigInt(st.size), o);
-    b.writeBigInt64LE(BigInt(st.mtimeSec), o + 8);
+    const [major, minor] = devOf(st.dev);
+    put64(b, o, st.size);
+    put64(b, o + 8, st.mtimeSec);
     b.writeUInt32LE(st.mtimeNsec, o + 16);
-    b.writeBigInt64LE(BigInt(st.ctimeSec), o + 20);
+    put64(b, o + 20, st.ctimeSec);
     b.writeUInt32LE(st.ctimeNsec, o + 28);
     b.writeBigUInt64LE(st.ino, o + 32);
-    b.writeUInt32LE(this.lastDevParts[0], o + 40);
-    b.writeUInt32LE(this.lastDevParts[1], o + 44);
+    b.writeUInt32LE(major, o + 40);
+    b.writeUInt32LE(minor, o + 44);
     b.writeUInt32LE(position, o + 48);
     this.used += n;
     this.bytes += n;
