@@ -1,31 +1,13 @@
-/**
- * POST /v1/apps/{app}/restore: the request body is an archive; the answer comes after the
- * restore is committed or rolled back.
- *
- * The archive streams through the strict parser into the driver's restore session, which
- * stages everything away from the live data. Only when the whole body arrived and the end
- * record verified (entry count, payload length, SHA-256) is the session committed; on any
- * failure — foreign, truncated, corrupted or unsafe archive, client gone, cancel — it is
- * aborted and the live data stays exactly as it was.
- */
-import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Manifest } from "../api/types.js";
 import { ArchiveParser, DEFAULT_LIMITS } from "../core/archive/reader.js";
 import { describeError, FerryError, toFerryError } from "../core/errors.js";
 import { restoreWithHooks } from "../drivers/hooks.js";
 import type { RestoreSession } from "../drivers/types.js";
 import { consumeBody } from "./body.js";
-import type { AppConfig } from "./config.js";
-import { type JobHost, type RequestContext, runJob } from "./job-request.js";
+import { type JobHandler, runJob } from "./job-request.js";
 import { sendErrorDuringUpload, sendJson } from "./respond.js";
 
-export async function handleRestore(
-  host: JobHost,
-  app: AppConfig,
-  req: IncomingMessage,
-  res: ServerResponse,
-  ctx: RequestContext,
-): Promise<void> {
+export const handleRestore: JobHandler = async (host, app, req, res, ctx) => {
   const driver = app.impl;
   if (!app.restore) {
     throw new FerryError(
@@ -127,4 +109,4 @@ export async function handleRestore(
       result: { bytes: parser.bytes, entries: result?.entries, sha256: parser.end?.sha256 },
     };
   });
-}
+};

@@ -10,7 +10,12 @@
  * Layout of a ustar header block (512 bytes): name[100] mode[8] uid[8] gid[8] size[12]
  * mtime[12] chksum[8] typeflag[1] linkname[100] magic[6] version[2] uname[32] gname[32]
  * devmajor[8] devminor[8] prefix[155].
+ *
+ * Longer than 300 lines on purpose: encoding and decoding of a header are kept side by
+ * side, so a field's octal, pax and fallback forms are read (and fixed) in one place.
  */
+
+import { SINCE_TOKEN } from "../../api/types.js";
 
 export const BLOCK = 512;
 
@@ -28,6 +33,54 @@ export interface TarHeader {
   mtimeSec: number;
   mtimeNsec: number;
   linkpath: string; // symlink target or hardlink target path ("" otherwise)
+  /**
+   * Only in a delta archive (`POST /v1/apps/{app}/backup?since=TOKEN`): this regular file
+   * is unchanged since the archive TOKEN names, and its data is left out (`size` is 0).
+   * Written as the pax records `FERRY.unchanged`, `FERRY.size` and `FERRY.position`.
+   */
+  unchanged?: Unchanged;
+}
+
+export interface Unchanged {
+  /** The token of the earlier archive (its end record's `token`). */
+  since: string;
+  /** The file's real size, whose bytes this entry leaves out. */
+  size: number;
+  /** The file's entry in that archive: 0-based, counting payload entries only. */
+  position: number;
+}
+
+/** What `fileEntryHeader` lets a caller choose; the rest is fixed. */
+export interface FileEntryOptions {
+  /** Permission bits; 0600 unless given. */
+  mode?: number;
+  /** Owner; root (0, 0, no names) unless given. */
+  uid?: number;
+  gid?: number;
+  uname?: string;
+  gname?: string;
+  /** Whole seconds; now unless given. */
+  mtimeSec?: number;
+}
+
+/**
+ * The header of a regular file entry that Ferry makes itself (metadata, dump parts,
+ * spooled files): no link, whole-second mtime.
+ */
+export function fileEntryHeader(path: string, size: number, o: FileEntryOptions = {}): TarHeader {
+  return {
+    path,
+    type: "file",
+    mode: o.mode ?? 0o600,
+    uid: o.uid ?? 0,
+    gid: o.gid ?? 0,
+    uname: o.uname ?? "",
+    gname: o.gname ?? "",
+    size,
+    mtimeSec: o.mtimeSec ?? Math.floor(Date.now() / 1000),
+    mtimeNsec: 0,
+    linkpath: "",
+  };
 }
 
 const TYPEFLAG: Record<EntryType, string> = {
@@ -137,23 +190,18 @@ export function encodeHeader(h: TarHeader): Buffer {
   if (h.mtimeNsec !== 0 || h.mtimeSec < 0 || h.mtimeSec > MAX_OCTAL_11) {
     records.push(paxRecord("mtime", formatPaxTime(h.mtimeSec, h.mtimeNsec)));
   }
+  if (h.unchanged !== undefined) {
+    if (h.type !== "file" || h.size !== 0) throw new Error("an unchanged entry carries no data");
+    records.push(paxRecord("FERRY.unchanged", h.unchanged.since));
+    records.push(paxRecord("FERRY.size", String(h.unchanged.size)));
+    records.push(paxRecord("FERRY.position", String(h.unchanged.position)));
+  }
   const fallbackName: [string, string] = split ?? ["", asciiFallback(h.path, 100)];
   const fallbackLink = isPlainAscii(link) && link.length <= 100 ? link : asciiFallback(link, 100);
   const main = ustarBlock(h, TYPEFLAG[h.type], fallbackName, fallbackLink);
   if (records.length === 0) return main;
   const body = Buffer.from(records.join(""), "utf8");
-  const paxHeader: TarHeader = {
-    ...h,
-    type: "file",
-    size: body.length,
-    linkpath: "",
-    mtimeNsec: 0,
-    uid: 0,
-    gid: 0,
-    uname: "",
-    gname: "",
-    mode: 0o644,
-  };
+  const paxHeader = fileEntryHeader(h.path, body.length, { mode: 0o644, mtimeSec: h.mtimeSec });
   const base = asciiFallback(h.path.split("/").filter(Boolean).pop() ?? "entry", 80);
   const paxBlock = ustarBlock(paxHeader, "x", ["", `PaxHeaders/${base}`], "");
   return Buffer.concat([paxBlock, body, Buffer.alloc(padding(body.length)), main]);
@@ -178,7 +226,13 @@ const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 function readCString(b: Buffer, off: number, len: number): string {
   let end = off;
-  while (end < off + len && b[end] !== 0) end++;
+  let ascii = true;
+  while (end < off + len && b[end] !== 0) {
+    if ((b[end] as number) >= 0x80) ascii = false;
+    end++;
+  }
+  // Plain ASCII (nearly every field) needs no decoder; anything else must be valid UTF-8.
+  if (ascii) return end === off ? "" : b.toString("latin1", off, end);
   try {
     return utf8.decode(b.subarray(off, end));
   } catch {
@@ -351,8 +405,14 @@ export function resolveHeader(raw: RawHeader, pax: Map<string, string> | undefin
     mtimeNsec: 0,
     linkpath: raw.linkname,
   };
+  let ferry: Map<string, string> | undefined;
   if (pax !== undefined) {
     for (const [k, v] of pax) {
+      if (k.startsWith("FERRY.")) {
+        ferry ??= new Map();
+        ferry.set(k, v);
+        continue;
+      }
       switch (k) {
         case "path":
           h.path = v;
@@ -388,5 +448,32 @@ export function resolveHeader(raw: RawHeader, pax: Map<string, string> | undefin
     }
   }
   if (type !== "file" && h.size !== 0) throw new TarFormatError("a non-file entry carries data");
+  if (ferry !== undefined) h.unchanged = resolveUnchanged(h, ferry);
   return h;
+}
+
+/**
+ * Ferry's own pax records: only the three of an unchanged entry, all three together, on a
+ * regular file that carries no data. Whether the archive may hold unchanged entries at
+ * all is the reader's business (a delta manifest, the same token).
+ */
+function resolveUnchanged(h: TarHeader, records: Map<string, string>): Unchanged {
+  for (const k of records.keys()) {
+    if (k !== "FERRY.unchanged" && k !== "FERRY.size" && k !== "FERRY.position") {
+      throw new TarFormatError(`unknown Ferry pax record ${JSON.stringify(k)}`);
+    }
+  }
+  const since = records.get("FERRY.unchanged");
+  const size = records.get("FERRY.size");
+  const position = records.get("FERRY.position");
+  if (since === undefined || size === undefined || position === undefined) {
+    throw new TarFormatError(
+      "an unchanged entry needs FERRY.unchanged, FERRY.size and FERRY.position",
+    );
+  }
+  if (!SINCE_TOKEN.test(since)) throw new TarFormatError("malformed FERRY.unchanged token");
+  if (h.type !== "file" || h.size !== 0) {
+    throw new TarFormatError("an unchanged entry must be a regular file without data");
+  }
+  return { since, size: paxInt(size, "FERRY.size"), position: paxInt(position, "FERRY.position") };
 }

@@ -30,7 +30,7 @@ import { closeSync, read } from "node:fs";
 import { performance } from "node:perf_hooks";
 import { ARCHIVE_FORMAT, END_PATH, type EndRecord, MANIFEST_PATH } from "../../api/types.js";
 import { FerryError } from "../errors.js";
-import { BLOCK, encodeHeader, padding, type TarHeader } from "./tar.js";
+import { BLOCK, encodeHeader, fileEntryHeader, padding, type TarHeader } from "./tar.js";
 
 export interface ArchiveEntry {
   header: TarHeader;
@@ -52,19 +52,7 @@ const TURN_MS = 10;
 const ZEROS = Buffer.alloc(BLOCK * 2);
 
 function metaHeader(path: string, size: number, mtimeSec: number): TarHeader {
-  return {
-    path,
-    type: "file",
-    mode: 0o644,
-    uid: 0,
-    gid: 0,
-    uname: "",
-    gname: "",
-    size,
-    mtimeSec,
-    mtimeNsec: 0,
-    linkpath: "",
-  };
+  return fileEntryHeader(path, size, { mode: 0o644, mtimeSec });
 }
 
 /** pread on the thread pool (see the header: never a read on the event loop). */
@@ -97,13 +85,16 @@ export class BlockPool {
 
 /**
  * Yields the archive's bytes. `warnings` may be appended to while entries are produced;
- * they end up in the end record. The generator's return value is the end record.
+ * they end up in the end record. `complete`, if given, is called once after the last
+ * entry, just before the end record is made, and may name a `token` for it. The
+ * generator's return value is the end record.
  */
 export async function* writeArchive(
   manifest: Record<string, unknown>,
   entries: AsyncIterable<ArchiveEntry>,
   warnings: string[] = [],
   pool: BlockPool = new BlockPool(),
+  complete?: () => { token?: string | undefined },
 ): AsyncGenerator<Buffer, EndRecord, undefined> {
   const now = Math.floor(Date.now() / 1000);
   const hash = createHash("sha256");
@@ -223,12 +214,14 @@ export async function* writeArchive(
 
   hashUpTo();
   hashFrom = -1;
+  const token = complete?.().token;
   const end: EndRecord = {
     entries: count,
     payload_bytes: payloadBytes,
     sha256: hash.digest("hex"),
   };
   if (warnings.length > 0) end.warnings = [...warnings];
+  if (token !== undefined) end.token = token;
   const endBody = Buffer.from(`${JSON.stringify(end)}\n`);
   const tail: Buffer[] = [];
   put(encodeHeader(metaHeader(END_PATH, endBody.length, now)), tail);

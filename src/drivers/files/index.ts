@@ -11,6 +11,7 @@ import { backup } from "./backup.js";
 import { type FilesConfig, filesSchema } from "./config.js";
 import { recoverRestores } from "./journal.js";
 import { openRestore } from "./restore.js";
+import { cleanSinceIndexes, openSinceIndex } from "./since-index.js";
 
 export const filesDriver: Driver<FilesConfig> = {
   name: "files",
@@ -53,10 +54,15 @@ export const filesDriver: Driver<FilesConfig> = {
 
   backup,
 
+  openSince(config, ctx, token) {
+    return openSinceIndex({ ...ctx, paths: config.paths }, token);
+  },
+
   restore: openRestore,
 
   recover(state, apps, log) {
     recoverRestores(state, apps, log);
+    cleanSinceIndexes(state, apps, log);
   },
 };
 

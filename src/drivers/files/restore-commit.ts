@@ -30,8 +30,9 @@ import {
   syncFs,
 } from "../../core/sys.js";
 import type { RestoreContext } from "../types.js";
-import { type JournalRoot, removeOldTree, swapIn } from "./journal.js";
+import type { JournalRoot } from "./journal.js";
 import type { StagedRoot, Staging } from "./restore-staging.js";
+import { removeOldTree, swapIn } from "./swap.js";
 
 /**
  * Directory modes and times, applied at commit: 22 bytes per directory in fixed-size

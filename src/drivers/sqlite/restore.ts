@@ -43,7 +43,7 @@ import {
 } from "../../core/sys.js";
 import { timeoutMs } from "../common.js";
 import { archiveInvalid } from "../db/restore.js";
-import { writeAll } from "../spool.js";
+import { writeAll } from "../dump-io.js";
 import type { RestoreContext, RestoreSession } from "../types.js";
 import type { SqliteConfig } from "./config.js";
 import { SQLITE_ENTRY, sqliteUri } from "./sql.js";
