@@ -12,18 +12,21 @@
  * back once written (ferryd, from the socket write's callback) makes the steady state
  * allocation-free; one that keeps them simply gets new ones.
  *
- * Reads are synchronous: from the page cache that is a copy, and an asynchronous read
- * costs more in thread-pool hand-offs than the copy itself. So that a slow disk cannot
- * hold ferryd's event loop for long, the writer gives the loop a turn (setImmediate)
- * whenever it has worked for TURN_MS without one, handing out the block first if it holds
- * COALESCE bytes, so data keeps flowing.
+ * Reads go through the thread pool (one pread of up to a block each), never on the event
+ * loop: a read that does not return — an NFS server gone away, a hung FUSE file system, a
+ * disk retrying a bad sector — then holds that one backup (and a pool thread) instead of
+ * ferryd, which goes on serving every other client, job, cancel and signal (a process
+ * waiting on such a read cannot even be killed). test/e2e/stuck-read.test.ts proves it.
+ * The rest of an entry's work (headers, the walk's openat2/statx) is synchronous, so the
+ * writer gives the loop a turn (setImmediate) after an entry whenever it has worked for
+ * TURN_MS without one, handing out the block first if it holds COALESCE bytes.
  *
  * A file is read for exactly the size its header says (taken from fstat after the open):
  * if it shrank meanwhile the rest is zero-filled and a warning recorded (GNU tar does the
  * same); if it grew, the extra is left out. Either way the archive stays well-formed.
  */
 import { createHash } from "node:crypto";
-import { closeSync, readSync } from "node:fs";
+import { closeSync, read } from "node:fs";
 import { performance } from "node:perf_hooks";
 import { ARCHIVE_FORMAT, END_PATH, type EndRecord, MANIFEST_PATH } from "../../api/types.js";
 import { FerryError } from "../errors.js";
@@ -55,6 +58,13 @@ const ZEROS = Buffer.alloc(BLOCK * 2);
 
 function metaHeader(path: string, size: number, mtimeSec: number): TarHeader {
   return fileEntryHeader(path, size, { mode: 0o644, mtimeSec });
+}
+
+/** pread on the thread pool (see the header: never a read on the event loop). */
+function readAt(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    read(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n)));
+  });
 }
 
 /** Recycles output blocks between the writer and a consumer that returns them. */
@@ -143,7 +153,9 @@ export async function* writeArchive(
     while (pos < h.size) {
       signal?.throwIfAborted();
       const want = Math.min(h.size - pos, block.length - fill);
-      const n = readSync(fd, block, fill, want, pos);
+      // The block is this generator's until handed out, so nothing touches it meanwhile.
+      const n = await readAt(fd, block, fill, want, pos);
+      lastTurn = performance.now(); // the loop ran while the read was away
       if (n === 0) {
         warnings.push(`${h.path}: shrank by ${h.size - pos} bytes while being read; zero-filled`);
         while (pos < h.size) {
@@ -161,10 +173,6 @@ export async function* writeArchive(
       fill += n;
       pos += n;
       if (fill === block.length) yield takeBlock();
-      if (pos < h.size && overBudget()) {
-        if (fill >= COALESCE) yield takeBlock();
-        await turn();
-      }
     }
   }
 
