@@ -21,7 +21,7 @@
  * If step 1 or 2 fails, the side files are moved back and the live database is as it was.
  */
 import { randomBytes } from "node:crypto";
-import { closeSync, fchmodSync, fchownSync, fsyncSync } from "node:fs";
+import { closeSync, fchmodSync, fchownSync, fstatSync, fsyncSync, readSync } from "node:fs";
 import { basename, dirname } from "node:path";
 import type { TarHeader } from "../../core/archive/tar.js";
 import { FerryError } from "../../core/errors.js";
@@ -30,6 +30,8 @@ import { runHelper } from "../../core/spawn.js";
 import {
   O_CREAT,
   O_EXCL,
+  O_NONBLOCK,
+  O_RDONLY,
   O_WRONLY,
   RENAME_EXCHANGE,
   RENAME_NOREPLACE,
@@ -44,6 +46,7 @@ import {
 import { timeoutMs } from "../common.js";
 import { writeAll } from "../spool.js";
 import type { RestoreContext, RestoreSession } from "../types.js";
+import { setWal } from "./backup.js";
 import type { SqliteConfig } from "./config.js";
 import { SQLITE_ENTRY, sqliteUri } from "./sql.js";
 
@@ -65,6 +68,31 @@ function unlinkQuiet(dirfd: number, name: string): void {
     if (!(err instanceof SysError && err.errnoName === "ENOENT")) throw err;
   }
 }
+
+/**
+ * Whether the SQLite database file `name` is in WAL mode: bytes 18 and 19 of its header
+ * (the file format write and read versions) are 2, rather than 1 for a rollback journal.
+ * Undefined when it is missing, not a regular file, or not an SQLite database.
+ */
+export function walFlag(dirfd: number, name: string): boolean | undefined {
+  let fd: number;
+  try {
+    fd = openBeneath(dirfd, name, O_RDONLY | O_NONBLOCK);
+  } catch {
+    return undefined;
+  }
+  try {
+    if ((fstatSync(fd).mode & S_IFMT) !== S_IFREG) return undefined;
+    const head = Buffer.alloc(20);
+    if (readSync(fd, head, 0, 20, 0) < 20) return undefined;
+    if (!head.subarray(0, 16).equals(SQLITE_MAGIC)) return undefined;
+    return head[18] === 2 && head[19] === 2;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+const SQLITE_MAGIC = Buffer.from("SQLite format 3\0", "latin1");
 
 function invalid(message: string): FerryError {
   return new FerryError("ARCHIVE_INVALID", message);
@@ -164,6 +192,9 @@ export async function openRestore(
         // Checked only now, on bytes whose end record verified: a damaged transfer is
         // reported as such by the archive reader, not as a damaged database.
         await checkIntegrity();
+        if (walFlag(dirfd, base) === true && walFlag(dirfd, staged) === false) {
+          await setWal(config, ctx, `${dir}/${staged}`, `WAL mode for the restored ${config.path}`);
+        }
         const moved: string[] = [];
         try {
           for (const s of SIDE_FILES) {
