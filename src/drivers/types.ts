@@ -27,6 +27,7 @@ import type { TarHeader } from "../core/archive/tar.js";
 import type { ArchiveEntry } from "../core/archive/writer.js";
 import type { Logger } from "../core/log.js";
 import type { StateDir } from "../core/state-dir.js";
+import type { Finding, InspectEnv } from "./inspect.js";
 
 export interface DriverContext {
   app: string;
@@ -88,6 +89,13 @@ export interface Driver<C = unknown> {
    * it sets them aside with a log line and lets ferryd serve the others.
    */
   recover?(state: StateDir, apps: ReadonlyMap<string, DeclaredApp>, log: Logger): void;
+  /**
+   * `ferryd --check-config`: what on this machine would make the application fail even
+   * though its config is well-formed — declared paths missing or of the wrong type or
+   * owner, helper programs not installed (src/drivers/inspect.ts has the shared checks;
+   * the hooks are checked by the caller). Must not change anything or run anything.
+   */
+  inspect?(config: C, env: InspectEnv): Finding[];
 }
 
 /** What recovery is told of each declared application. */

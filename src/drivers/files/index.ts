@@ -6,6 +6,7 @@
 import { closeSync, statfsSync } from "node:fs";
 import { dirname } from "node:path";
 import { explain, openRoot } from "../../core/safe-fs.js";
+import { inspectDirectory } from "../inspect.js";
 import type { Driver } from "../types.js";
 import { backup } from "./backup.js";
 import { type FilesConfig, filesSchema } from "./config.js";
@@ -57,6 +58,11 @@ export const filesDriver: Driver<FilesConfig> = {
 
   recover(state, apps, log) {
     recoverRestores(state, apps, log);
+  },
+
+  inspect(config) {
+    const owner = { uid: config.uid, gid: config.gid, name: config.owner };
+    return config.paths.flatMap((p, i) => inspectDirectory(p, ["paths", i], owner));
   },
 };
 

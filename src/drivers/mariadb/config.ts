@@ -8,7 +8,13 @@
  * | `socket` | the client's default | path of the server's Unix socket |
  */
 import { z } from "zod";
-import { absolutePathSchema, commonKeys, resolveHooks, resolveRunUser } from "../common.js";
+import {
+  absolutePathSchema,
+  commonKeys,
+  resolveHooks,
+  resolveRunUser,
+  userNameSchema,
+} from "../common.js";
 
 /** MariaDB database names are at most 64 characters. */
 const dbName = z
@@ -25,7 +31,7 @@ export const mariadbSchema = z
     ...commonKeys,
     database: dbName.optional(),
     databases: z.array(dbName).min(1).optional(),
-    os_user: z.string().min(1).default("mysql"),
+    os_user: userNameSchema.default("mysql"),
     socket: absolutePathSchema.optional(),
   })
   .transform((c, ctx) => {

@@ -10,7 +10,13 @@
  */
 import { z } from "zod";
 import type { HelperUser } from "../../core/spawn.js";
-import { commonKeys, type ResolvedHooks, resolveHooks, resolveRunUser } from "../common.js";
+import {
+  commonKeys,
+  type ResolvedHooks,
+  resolveHooks,
+  resolveRunUser,
+  userNameSchema,
+} from "../common.js";
 
 /** PostgreSQL identifiers are at most 63 bytes (NAMEDATALEN - 1). */
 const dbName = z
@@ -26,7 +32,7 @@ export const postgresSchema = z
     database: dbName.optional(),
     databases: z.array(dbName).min(1).optional(),
     all: z.boolean().optional(),
-    os_user: z.string().min(1).default("postgres"),
+    os_user: userNameSchema.default("postgres"),
     host: z
       .string()
       .min(1)

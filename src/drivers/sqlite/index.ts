@@ -2,6 +2,7 @@ import { closeSync } from "node:fs";
 import { basename, dirname } from "node:path";
 import { explain, openRoot } from "../../core/safe-fs.js";
 import { S_IFMT, S_IFREG, statAt } from "../../core/sys.js";
+import { inspectFile, inspectProgram } from "../inspect.js";
 import type { Driver } from "../types.js";
 import { backup, sqliteVersion } from "./backup.js";
 import { type SqliteConfig, sqliteSchema } from "./config.js";
@@ -42,4 +43,11 @@ export const sqliteDriver: Driver<SqliteConfig> = {
   backup,
 
   restore: openRestore,
+
+  inspect(config) {
+    return [
+      ...inspectProgram("sqlite3", ["driver"], config.user),
+      ...inspectFile(config.path, ["path"], { uid: config.user.uid, name: config.owner }),
+    ];
+  },
 };
