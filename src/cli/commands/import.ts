@@ -3,10 +3,11 @@
  * ferryd verifies the whole archive before it touches the live data and answers after
  * the restore is committed or rolled back; this prints the one-line result.
  */
-import { createReadStream, statSync } from "node:fs";
+import { createReadStream } from "node:fs";
 import { Transform } from "node:stream";
 import type { FerryClient } from "../client.js";
 import { EXIT, UsageError } from "../exit-codes.js";
+import { openInputFile } from "../local-paths.js";
 import { formatBytes, Progress } from "../progress.js";
 import { uploadRestore } from "../restore-upload.js";
 
@@ -21,14 +22,9 @@ export async function importCommand(client: FerryClient, opts: ImportOptions): P
   }
   let source: NodeJS.ReadableStream;
   if (opts.input !== undefined) {
-    try {
-      if (!statSync(opts.input).isFile()) throw new Error("not a regular file");
-    } catch (err) {
-      throw new UsageError(
-        `cannot read ${opts.input}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
-      );
-    }
-    source = createReadStream(opts.input, { highWaterMark: 1 << 20 });
+    // Opened before the request: ferryd would run the pre-restore hook first.
+    const fd = openInputFile(opts.input);
+    source = createReadStream("", { fd, highWaterMark: 1 << 20 });
   } else {
     source = process.stdin;
   }

@@ -20,6 +20,7 @@
  */
 import { closeSync, fstatSync, fsyncSync, readFileSync, writeSync } from "node:fs";
 import { basename, dirname } from "node:path";
+import { fsFailure } from "../../core/fs-errors.js";
 import type { Logger } from "../../core/log.js";
 import { explain, openBeneath, openRoot } from "../../core/safe-fs.js";
 import { removeDirIfSame } from "../../core/safe-remove.js";
@@ -97,6 +98,15 @@ function journalName(app: string): string {
  * followed), fsync, renameat over the journal, fsync of the directory.
  */
 export function writeJournal(state: StateDir, j: Journal): void {
+  try {
+    writeJournalFile(state, j);
+  } catch (err) {
+    // A state directory ferryd may not write (not in ReadWritePaths=) or a full disk.
+    throw fsFailure(err, "writing the restore journal", state.describe(JOURNAL_DIR)) ?? err;
+  }
+}
+
+function writeJournalFile(state: StateDir, j: Journal): void {
   const dir = state.sub(JOURNAL_DIR);
   const file = journalName(j.app);
   const tmp = `${file}.tmp`;

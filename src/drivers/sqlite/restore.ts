@@ -25,6 +25,7 @@ import { closeSync, fchmodSync, fchownSync, fstatSync, fsyncSync, readSync } fro
 import { basename, dirname } from "node:path";
 import type { TarHeader } from "../../core/archive/tar.js";
 import { FerryError } from "../../core/errors.js";
+import { fsFailure } from "../../core/fs-errors.js";
 import { openBeneath, openRoot } from "../../core/safe-fs.js";
 import { runHelper } from "../../core/spawn.js";
 import {
@@ -167,11 +168,20 @@ export async function openRestore(
       }
       if (seen) throw invalid(`${SQLITE_ENTRY} appears twice`);
       seen = true;
-      fd = openBeneath(dirfd, staged, O_WRONLY | O_CREAT | O_EXCL, 0o600);
+      try {
+        fd = openBeneath(dirfd, staged, O_WRONLY | O_CREAT | O_EXCL, 0o600);
+      } catch (err) {
+        // A read-only directory (not in ReadWritePaths=) or a full disk: said with the fix.
+        throw fsFailure(err, `creating ${staged}`, dir) ?? err;
+      }
     },
     async data(chunk: Buffer) {
       if (fd === undefined) throw invalid("data outside an entry");
-      await writeAll(fd, chunk);
+      try {
+        await writeAll(fd, chunk);
+      } catch (err) {
+        throw fsFailure(err, `writing ${staged}`, dir) ?? err;
+      }
       bytes += chunk.length;
     },
     async entryEnd() {
@@ -179,7 +189,11 @@ export async function openRestore(
       // Group and mode follow the live file, if it is one (not a symlink the owner put there).
       const found = statOrUndefined(dirfd, base);
       const live = found !== undefined && (found.mode & S_IFMT) === S_IFREG ? found : undefined;
-      fsyncSync(fd);
+      try {
+        fsyncSync(fd);
+      } catch (err) {
+        throw fsFailure(err, `writing ${staged}`, dir) ?? err;
+      }
       fchownSync(fd, config.user.uid, live?.gid ?? config.user.gid);
       fchmodSync(fd, live === undefined ? 0o600 : live.mode & 0o777);
       closeStaged();
