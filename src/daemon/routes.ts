@@ -4,7 +4,7 @@
  * handler; handlers see ferryd only through `RouteHost`.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { AppDetail, AppSummary, VersionInfo } from "../api/types.js";
+import type { AppDetail, AppSummary, DoctorReport, VersionInfo } from "../api/types.js";
 import { API_VERSION } from "../api/types.js";
 import { FerryError } from "../core/errors.js";
 import { streamBackup } from "./backup.js";
@@ -18,6 +18,8 @@ export interface RouteHost extends JobHost {
   version(): VersionInfo;
   summary(app: AppConfig): Promise<AppSummary>;
   detail(app: AppConfig): Promise<AppDetail>;
+  /** `ferry doctor`'s checks of one application (src/daemon/doctor.ts). */
+  doctor(app: AppConfig): Promise<DoctorReport>;
   /** The declared application named by a path segment (APP_NOT_FOUND otherwise). */
   app(name: string): AppConfig;
   streamEvents(req: IncomingMessage, res: ServerResponse, ctx: RequestContext): void;
@@ -78,6 +80,14 @@ export const ROUTES: readonly Route[] = [
     methods: {
       GET: async (h, req, res, ctx, p) =>
         h.reply(req, res, ctx, 200, await h.detail(h.app(p.app as string))),
+    },
+  },
+  {
+    path: ["apps", ":app", "doctor"],
+    body: "small",
+    methods: {
+      POST: async (h, req, res, ctx, p) =>
+        h.reply(req, res, ctx, 200, await h.doctor(h.app(p.app as string))),
     },
   },
   { path: ["apps", ":app", "backup"], body: "stream", methods: { POST: archiveJob(streamBackup) } },

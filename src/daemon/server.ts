@@ -30,7 +30,7 @@ import {
 } from "node:http";
 import { createServer as createNetServer, type Server, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
-import type { AppDetail, AppSummary, VersionInfo } from "../api/types.js";
+import type { AppDetail, AppSummary, DoctorReport, VersionInfo } from "../api/types.js";
 import { API_VERSION } from "../api/types.js";
 import { FerryError } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
@@ -41,6 +41,7 @@ import { drivers } from "../drivers/all.js";
 import type { Health } from "../drivers/types.js";
 import { type AuditRecord, audit } from "./audit.js";
 import { APP_NAME, type AppConfig, type Config } from "./config.js";
+import { Doctor } from "./doctor.js";
 import { BoundedChecks } from "./health.js";
 import type { JobResult, RequestContext } from "./job-request.js";
 import { JobRegistry } from "./jobs.js";
@@ -99,6 +100,7 @@ export class FerryDaemon implements RouteHost {
   /** Health checks and descriptions: one in flight per app, cached briefly, bounded. */
   private readonly healthChecks = new BoundedChecks<Health>(HEALTH_BOUNDS);
   private readonly descriptions = new BoundedChecks<Record<string, unknown>>(HEALTH_BOUNDS);
+  private readonly doctors: Doctor;
 
   constructor(
     public config: Config,
@@ -108,6 +110,7 @@ export class FerryDaemon implements RouteHost {
     readonly state: StateDir,
   ) {
     const l = config.limits;
+    this.doctors = new Doctor(state);
     this.allowed = new Set([identity.uid, ...config.clients]);
     this.jobs = new JobRegistry(l);
     const handler = (req: IncomingMessage, res: ServerResponse) => this.handle(req, res);
@@ -518,6 +521,10 @@ export class FerryDaemon implements RouteHost {
       (err) => ({ ok: false, message: (err as Error).message }),
     );
     return { name: app.name, driver: app.driver, restore: app.restore, health };
+  }
+
+  doctor(app: AppConfig): Promise<DoctorReport> {
+    return this.doctors.examine(app);
   }
 
   async detail(app: AppConfig): Promise<AppDetail> {

@@ -22,7 +22,7 @@
  *   was and remove all staging. Exactly one of commit/abort is called; neither is retried.
  */
 import type { z } from "zod";
-import type { Manifest } from "../api/types.js";
+import type { DoctorCheck, Manifest } from "../api/types.js";
 import type { TarHeader } from "../core/archive/tar.js";
 import type { ArchiveEntry } from "../core/archive/writer.js";
 import type { Logger } from "../core/log.js";
@@ -67,6 +67,17 @@ export interface RestoreSession {
 export interface Health {
   ok: boolean;
   message: string;
+  /** When not ok: what to do about it (a mode, a missing tool, ReadWritePaths=). */
+  fix?: string;
+}
+
+/** What `doctor` gets besides the application's config. */
+export interface DoctorContext {
+  app: string;
+  /** Whether the application accepts restores (then restores are probed too). */
+  restore: boolean;
+  state: StateDir;
+  signal: AbortSignal;
 }
 
 export interface Driver<C = unknown> {
@@ -96,6 +107,15 @@ export interface Driver<C = unknown> {
    * the hooks are checked by the caller). Must not change anything or run anything.
    */
   inspect?(config: C, env: InspectEnv): Finding[];
+  /**
+   * `ferry doctor` (`POST /v1/apps/{app}/doctor`), beyond `health`: try what a backup and
+   * a restore will need, exactly where and as whom they will do it — a restore's staging
+   * is created and removed beside the live data with the restore's own rules (held
+   * descriptors, no symlink followed, root-owned) — and name the fix for each failure.
+   * Calls are serialised by ferryd; it may create and must remove only its own probe
+   * names, and must leave the application's data untouched.
+   */
+  doctor?(config: C, ctx: DoctorContext): Promise<DoctorCheck[]>;
 }
 
 /** What recovery is told of each declared application. */

@@ -270,7 +270,8 @@ allow_root = true
     const r = await ferry(socket, ["doctor"]);
     assert.equal(r.code, 1, r.stdout.toString() + r.stderr);
     const lines = r.stdout.toString().trim().split("\n");
-    for (const l of lines) assert.match(l, /^(OK|WARN|FAIL) {1,3}\S/, `line shape: ${l}`);
+    for (const l of lines)
+      assert.match(l, /^((OK|WARN|FAIL) {1,3}\S| {5}fix: \S)/, `line shape: ${l}`);
     const uid = process.getuid?.() as number;
     assert.match(
       lines[0] as string,
@@ -293,7 +294,12 @@ allow_root = true
     assert.ok(lines.includes("OK   app notes (files): 1 path(s) readable"), lines.join("\n"));
     assert.ok(lines.some((l) => /^FAIL app missing \(files\): .*does-not-exist/.test(l)));
     assert.ok(
-      lines.some((l) => /^(OK|WARN) {1,3}app notes: .* free beside .*notes for restores/.test(l)),
+      lines.some((l) =>
+        /^(OK|WARN) {1,3}app notes \(files\): a restore can stage beside .*notes \(made and removed .*\.notes\.ferry-probe\), [0-9.]+ GiB free there$/.test(
+          l,
+        ),
+      ),
+      lines.join("\n"),
     );
 
     // No socket at the path: one FAIL line that says what to do, exit 1.
