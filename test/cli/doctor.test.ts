@@ -104,6 +104,13 @@ describe("ferry doctor: the traps of a first day", {
       sql(join(dir, "ro-db/app.db"), "CREATE TABLE t(x); INSERT INTO t VALUES (1);");
     });
 
+    // Hook programs: one the app's user may run, one in a directory it cannot enter.
+    mkdirSync(join(dir, "hooks-ok"));
+    writeFileSync(join(dir, "hooks-ok/quiesce"), "#!/bin/sh\nexit 0\n", { mode: 0o755 });
+    mkdirSync(join(dir, "hooks-private"), { mode: 0o700 });
+    chmodSync(join(dir, "hooks-private"), 0o700);
+    writeFileSync(join(dir, "hooks-private/quiesce"), "#!/bin/sh\nexit 0\n", { mode: 0o755 });
+
     socket = join(dir, "run/ferry.sock");
     const files = (name: string, path: string) =>
       `[apps.${name}]\ndriver = "files"\npaths = ["${path}"]\nowner = "${app.name}"\nrestore = true\n\n`;
@@ -117,7 +124,10 @@ describe("ferry doctor: the traps of a first day", {
         files("rotree", join(dir, "ro-tree/data")) +
         sqlite("okdb", join(dir, "db/ok.db")) +
         sqlite("lockeddb", join(dir, "db/locked.db")) +
-        sqlite("rodb", join(dir, "ro-db/app.db")),
+        sqlite("rodb", join(dir, "ro-db/app.db")) +
+        `[apps.hooked]\ndriver = "files"\npaths = ["${join(dir, "tree/data")}"]\nowner = "${app.name}"\n` +
+        `[apps.hooked.hooks]\npre_backup = ["${join(dir, "hooks-ok/quiesce")}"]\n` +
+        `post_backup = ["${join(dir, "hooks-private/quiesce")}"]\npre_restore = ["ferry-doc-no-such-tool"]\n`,
     );
     daemon = await startFerryd({ config: join(dir, "ferry.toml"), serviceUser: backup });
   });
@@ -166,6 +176,28 @@ describe("ferry doctor: the traps of a first day", {
     );
     assert.deepEqual(readdirSync(join(dir, "tree")), ["data"], "no probe is left");
     assert.deepEqual(readdirSync(join(dir, "db")).sort(), ["locked.db", "ok.db"]);
+  });
+
+  test("doctor-hook-not-runnable: each hook program is tried as the user it runs as", async () => {
+    const r = await doctor();
+    const hooked = linesOf(r.out, "hooked");
+    assert.match(
+      hooked,
+      /^OK {3}app hooked \(files\): hooks\.pre_backup: .*hooks-ok\/quiesce runs as ferry-doc-app$/m,
+      r.out,
+    );
+    assert.match(
+      hooked,
+      /^FAIL app hooked \(files\): hooks\.post_backup: ferry-doc-app cannot run .*hooks-private\/quiesce/m,
+    );
+    assert.match(
+      hooked,
+      /^ {5}fix: make .*hooks-private\/quiesce a regular file executable by ferry-doc-app, in directories ferry-doc-app can search$/m,
+    );
+    assert.match(
+      hooked,
+      /^FAIL app hooked \(files\): hooks\.pre_restore: ferry-doc-no-such-tool is not installed$/m,
+    );
   });
 
   test("doctor-sqlite-mode-000: a database its owner cannot open FAILs, with the modes to fix", async () => {
