@@ -10,6 +10,7 @@ import type { Readable } from "node:stream";
 import { DEFAULT_SOCKET } from "../api/defaults.js";
 import { isErrorCode } from "../api/errors.js";
 import { FerryError } from "../core/errors.js";
+import { download, type ResponseEnd } from "./download.js";
 import { UsageError } from "./exit-codes.js";
 
 export interface ClientOptions {
@@ -90,6 +91,49 @@ export class FerryClient {
         });
       }
     });
+  }
+
+  /**
+   * A request whose answer is streamed to `handler`: `head` once a 200 arrives, then
+   * `body` with each piece (the buffer is reused after the call, so what is kept must be
+   * copied; a returned promise holds the stream until it settles). On the
+   * socket this is the hand-made fast path (download.ts); on an inherited descriptor, the
+   * shared keep-alive connection stays with node:http.
+   */
+  async stream(
+    method: string,
+    path: string,
+    signal: AbortSignal,
+    handler: { head(): void; body(b: Buffer): undefined | Promise<void> },
+  ): Promise<ResponseEnd> {
+    if (this.opts.fd === undefined) {
+      let started = false;
+      return download({
+        socketPath: this.opts.socket ?? DEFAULT_SOCKET,
+        method,
+        path,
+        signal,
+        onBody: (b) => {
+          if (!started) {
+            started = true;
+            handler.head();
+          }
+          return handler.body(b);
+        },
+        transportError: (err) => this.transportError(err),
+      });
+    }
+    const res = await this.request(method, path, signal);
+    const status = res.statusCode ?? 500;
+    const head = { status, headers: new Map<string, string>() };
+    if (status !== 200) {
+      return { head, trailers: new Map(), errorBody: await readBody(res, 1 << 20) };
+    }
+    handler.head();
+    for await (const chunk of res) await handler.body(chunk as Buffer);
+    const trailers = new Map<string, string>();
+    for (const [k, v] of Object.entries(res.trailers)) if (v !== undefined) trailers.set(k, v);
+    return { head, trailers };
   }
 
   /** A JSON request; non-2xx answers become FerryErrors with ferryd's code and message. */

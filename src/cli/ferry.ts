@@ -11,18 +11,15 @@ import { doctorCommand } from "./commands/doctor.js";
 import { exportCommand, exportManyCommand } from "./commands/export.js";
 import { importCommand } from "./commands/import.js";
 import { cancelCommand, jobsCommand } from "./commands/jobs.js";
+import { backupCommand, initCommand } from "./commands/repo.js";
+import { checkCommand, forgetCommand, pruneCommand } from "./commands/repo-maintain.js";
+import type { RepoOptions } from "./commands/repo-open.js";
 import {
-  backupCommand,
-  checkCommand,
   dumpCommand,
-  forgetCommand,
-  initCommand,
   lsCommand,
-  pruneCommand,
-  type RepoOptions,
   restoreCommand,
   snapshotsCommand,
-} from "./commands/repo.js";
+} from "./commands/repo-snapshots.js";
 import { backupToRestic, restoreFromRestic } from "./commands/restic-target.js";
 import { EXIT, UsageError } from "./exit-codes.js";
 import { runMain } from "./main.js";

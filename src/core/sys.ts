@@ -210,9 +210,15 @@ function decodeStatx(b: Buffer): Stat {
   };
 }
 
+/**
+ * The statx result buffer, reused: it is decoded before the call returns, and a fresh
+ * 256-byte buffer per call was a malloc per file that glibc kept as resident memory.
+ */
+const statxBuf = Buffer.alloc(256);
+
 /** fstatat without following a final symlink; `name` must be a single component. */
 export function statAt(dirfd: number, name: Name): Stat {
-  const b = Buffer.alloc(256);
+  const b = statxBuf;
   if (c.statx(dirfd, cstr(name), AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, b) !== 0)
     fail("statx", name);
   return decodeStatx(b);
@@ -220,7 +226,7 @@ export function statAt(dirfd: number, name: Name): Stat {
 
 /** fstat of an open descriptor (also works for O_PATH descriptors). */
 export function statFd(fd: number): Stat {
-  const b = Buffer.alloc(256);
+  const b = statxBuf;
   if (c.statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, b) !== 0) {
     fail("statx");
   }

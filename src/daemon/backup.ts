@@ -16,7 +16,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { hostname } from "node:os";
 import type { EndRecord } from "../api/types.js";
-import { writeArchive } from "../core/archive/writer.js";
+import { BlockPool, writeArchive } from "../core/archive/writer.js";
 import { describeError, FerryError, toFerryError } from "../core/errors.js";
 import { VERSION } from "../core/version.js";
 import { backupWithHooks } from "../drivers/hooks.js";
@@ -25,6 +25,8 @@ import { type JobHost, type RequestContext, runJob } from "./job-request.js";
 import { sendError } from "./respond.js";
 
 const WINDOW = 8 * 1024 * 1024;
+/** Blocks queued for the client at most (a partly filled block still holds a whole one). */
+const MAX_QUEUED_BLOCKS = 8;
 
 /** A header-safe one-line rendering of an error for the Ferry-Status trailer. */
 export function statusTrailer(err: FerryError | undefined): string {
@@ -95,7 +97,11 @@ export function streamBackup(
       // Hooks wrap the whole iteration (post_backup also runs when the client goes away).
       // Nothing is sent before the first chunk, so a driver failing at its start (an
       // unreadable path, a dump tool that will not start) is still a JSON error response.
-      archive = writeArchive(manifest, backupWithHooks(app, driver, ctxDriver), warnings);
+      // The blocks come back to the pool once the socket has taken them (the write's
+      // callback), so a steady backup allocates nothing per block.
+      const pool = new BlockPool();
+      let queued = 0;
+      archive = writeArchive(manifest, backupWithHooks(app, driver, ctxDriver), warnings, pool);
       for (;;) {
         job.signal.throwIfAborted();
         const r = await archive.next();
@@ -108,9 +114,16 @@ export function streamBackup(
         job.progress(bytes, 0);
         // Keep up to WINDOW bytes queued for the client instead of waiting for a full drain
         // after every chunk (Node's 16 KiB high-water mark would stall the pipe each time);
-        // memory stays bounded by WINDOW plus one chunk.
-        res.write(r.value);
-        if (res.writableLength > WINDOW) await drained(res, job.signal, idleMs);
+        // memory stays bounded by MAX_QUEUED_BLOCKS blocks of BLOCK_BYTES.
+        const block = r.value;
+        queued++;
+        res.write(block, () => {
+          queued--;
+          pool.give(block);
+        });
+        if (res.writableLength > WINDOW || queued >= MAX_QUEUED_BLOCKS) {
+          await drained(res, job.signal, idleMs);
+        }
       }
       job.signal.throwIfAborted();
       head();

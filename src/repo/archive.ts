@@ -13,6 +13,7 @@
  * stored. `listEntries` reads the metadata stream only.
  */
 import { createHash } from "node:crypto";
+import { hostname, userInfo } from "node:os";
 import type { EndRecord } from "../api/types.js";
 import { ArchiveParser } from "../core/archive/reader.js";
 import { decodeBlock, parsePax, resolveHeader, type TarHeader } from "../core/archive/tar.js";
@@ -27,10 +28,9 @@ import {
   hex,
   type LoadedSnapshot,
   REFS_PER_TREE,
-  type Repository,
   type Snapshot,
-  whoami,
-} from "./repository.js";
+} from "./format.js";
+import type { Repository } from "./repository.js";
 import { TarSplitter, TarWalker } from "./tarsplit.js";
 
 /** A tree blob is cut after a ref whose id's first byte has these bits clear (1 in 32). */
@@ -266,4 +266,13 @@ export async function* listEntries(
       headers.length = 0;
     }
   }
+}
+
+/** Who makes a snapshot: this host and the user running ferry. */
+function whoami(): { host: string; user: string } {
+  let user = String(process.getuid?.() ?? "");
+  try {
+    user = userInfo().username;
+  } catch {}
+  return { host: hostname(), user };
 }

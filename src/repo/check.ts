@@ -8,14 +8,8 @@
  */
 import { FerryError } from "../core/errors.js";
 import { sha256 } from "./crypto.js";
-import {
-  blobTypeName,
-  decodeTree,
-  hex,
-  type IndexEntry,
-  type LoadedSnapshot,
-  type Repository,
-} from "./repository.js";
+import { blobTypeName, decodeTree, hex, type IndexEntry, type LoadedSnapshot } from "./format.js";
+import type { Repository } from "./repository.js";
 
 export interface CheckProblem {
   what: string;

@@ -13,14 +13,9 @@
 import { FerryError } from "../core/errors.js";
 import { failpoint } from "../core/failpoint.js";
 import { sha256 } from "./crypto.js";
-import {
-  decodeTree,
-  encodeIndex,
-  hex,
-  type IndexEntry,
-  PACK_TARGET,
-  type Repository,
-} from "./repository.js";
+import { decodeTree, encodeIndex, hex, type IndexEntry } from "./format.js";
+import { PACK_TARGET } from "./packs.js";
+import type { Repository } from "./repository.js";
 
 /** A pack whose unused share is above this is repacked. */
 const REPACK_UNUSED = 0.5;

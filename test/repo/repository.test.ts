@@ -11,8 +11,9 @@ import { after, test } from "node:test";
 import { ArchiveStore, listEntries, rebuildArchive } from "../../src/repo/archive.js";
 import { LocalBackend } from "../../src/repo/backend.js";
 import { checkRepository } from "../../src/repo/check.js";
+import { hex } from "../../src/repo/format.js";
 import { RepoLock } from "../../src/repo/lock.js";
-import { hex, Repository } from "../../src/repo/repository.js";
+import { Repository } from "../../src/repo/repository.js";
 import { FERRY, ROOT } from "../helpers/proc.js";
 import { makeArchive, mixedFiles, prng, sha256hex, type TestFile, tempDir } from "./helpers.js";
 

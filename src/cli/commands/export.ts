@@ -17,10 +17,11 @@ import {
   writeSync,
 } from "node:fs";
 import { basename, dirname, join } from "node:path";
+import { isatty } from "node:tty";
 import type { EndRecord } from "../../api/types.js";
 import { ArchiveParser } from "../../core/archive/reader.js";
 import { FerryError } from "../../core/errors.js";
-import { errorFromBody, type FerryClient, parseStatusTrailer, readBody } from "../client.js";
+import { errorFromBody, type FerryClient, parseStatusTrailer } from "../client.js";
 import { EXIT, UsageError } from "../exit-codes.js";
 import { checkOutputFile, checkWritableDir } from "../local-paths.js";
 import { formatBytes, Progress } from "../progress.js";
@@ -31,9 +32,30 @@ export interface ExportOptions {
 }
 
 interface Sink {
-  write(chunk: Buffer): Promise<void>;
+  /**
+   * Takes all of `chunk` before returning (the caller reuses the buffer); a promise asks
+   * the caller to wait before sending more.
+   */
+  write(chunk: Buffer): undefined | Promise<void>;
   commit(): void;
   discard(): void;
+}
+
+/**
+ * write(2) until all of `chunk` is out; returns how much was written, which is less only
+ * when a non-blocking descriptor answered EAGAIN.
+ */
+function writeAll(fd: number, chunk: Buffer): number {
+  let off = 0;
+  while (off < chunk.length) {
+    try {
+      off += writeSync(fd, chunk, off);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "EAGAIN") return off;
+      throw err;
+    }
+  }
+  return off;
 }
 
 /**
@@ -54,9 +76,9 @@ function outputSink(path: string): Sink {
   if (existing === undefined || existing.isFile()) return fileSink(path);
   const fd = openSync(path, "w");
   return {
-    async write(chunk) {
-      let off = 0;
-      while (off < chunk.length) off += writeSync(fd, chunk, off);
+    write: (chunk) => {
+      writeAll(fd, chunk);
+      return undefined;
     },
     commit() {
       closeSync(fd);
@@ -72,9 +94,9 @@ function fileSink(path: string): Sink {
   const fd = openSync(tmp, "wx", 0o600);
   let open = true;
   return {
-    async write(chunk) {
-      let off = 0;
-      while (off < chunk.length) off += writeSync(fd, chunk, off);
+    write: (chunk) => {
+      writeAll(fd, chunk);
+      return undefined;
     },
     commit() {
       fsyncSync(fd);
@@ -92,10 +114,19 @@ function fileSink(path: string): Sink {
   };
 }
 
+/**
+ * Standard output, written with write(2) directly: no stream, no copy, no queue. A pipe
+ * some parent left in non-blocking mode answers EAGAIN when its reader is behind; then
+ * the rest goes through process.stdout (a copy, as the caller reuses the buffer), and the
+ * caller waits for its drain.
+ */
 function stdoutSink(): Sink {
   return {
-    async write(chunk) {
-      if (!process.stdout.write(chunk)) await once(process.stdout, "drain");
+    write: (chunk) => {
+      const n = writeAll(1, chunk);
+      if (n === chunk.length) return undefined;
+      if (process.stdout.write(Buffer.from(chunk.subarray(n)))) return undefined;
+      return once(process.stdout, "drain").then(() => undefined);
     },
     commit() {},
     discard() {},
@@ -103,7 +134,9 @@ function stdoutSink(): Sink {
 }
 
 export async function exportCommand(client: FerryClient, opts: ExportOptions): Promise<number> {
-  if (opts.output === undefined && process.stdout.isTTY) {
+  // isatty, not process.stdout.isTTY: creating process.stdout puts a pipe in non-blocking
+  // mode, and the data path writes to descriptor 1 directly (stdoutSink).
+  if (opts.output === undefined && isatty(1)) {
     throw new UsageError("refusing to write an archive to a terminal; use -o FILE or a pipe");
   }
   // Before the request: ferryd would run the pre-backup hook and stream the data first.
@@ -113,25 +146,36 @@ export async function exportCommand(client: FerryClient, opts: ExportOptions): P
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
   const path = `/v1/apps/${encodeURIComponent(opts.app)}/backup`;
-  const res = await client.request("POST", path, abort.signal);
-  if (res.statusCode !== 200)
-    throw errorFromBody(res.statusCode ?? 500, await readBody(res, 1 << 20));
-
-  const sink = opts.output === undefined ? stdoutSink() : outputSink(opts.output);
   const progress = new Progress(`export ${opts.app}`);
   const parser = new ArchiveParser();
+  let sink: Sink | undefined;
+  let sinkError: unknown;
   let bytes = 0;
   let end: EndRecord;
   try {
     try {
-      for await (const chunk of res) {
-        const buf = chunk as Buffer;
-        await parser.write(buf);
-        await sink.write(buf);
-        bytes += buf.length;
-        progress.update(bytes, parser.entries);
-      }
+      const res = await client.stream("POST", path, abort.signal, {
+        // The answer is 200: only now is the output created.
+        head: () => {
+          try {
+            sink = opts.output === undefined ? stdoutSink() : outputSink(opts.output);
+          } catch (err) {
+            sinkError = err;
+            throw err;
+          }
+        },
+        body: (buf: Buffer) => {
+          parser.writeSync(buf);
+          bytes += buf.length;
+          progress.update(bytes, parser.entries);
+          return (sink as Sink).write(buf);
+        },
+      });
+      if (res.head.status !== 200) throw errorFromBody(res.head.status, res.errorBody ?? "");
+      const status = parseStatusTrailer(res.trailers.get("ferry-status"));
+      if (status !== undefined) throw status;
     } catch (err) {
+      if (err === sinkError) throw err;
       if (abort.signal.aborted) throw new FerryError("CANCELLED", "interrupted");
       // A connection cut mid-stream: what arrived is incomplete.
       if (!(err instanceof FerryError)) {
@@ -140,16 +184,21 @@ export async function exportCommand(client: FerryClient, opts: ExportOptions): P
           `the stream broke after ${bytes} bytes: ${(err as Error).message}`,
         );
       }
+      if (err.code === "CONNECTION_LOST" && bytes > 0) {
+        throw new FerryError(
+          "ARCHIVE_TRUNCATED",
+          `the stream broke after ${bytes} bytes: ${err.message}`,
+        );
+      }
       throw err;
     }
-    const status = parseStatusTrailer(res.trailers["ferry-status"]);
-    if (status !== undefined) throw status;
     end = parser.finish();
-    sink.commit();
+    (sink as Sink).commit();
   } catch (err) {
     progress.clear();
-    sink.discard();
-    if (err instanceof FerryError && err.code === "CANCELLED") {
+    sink?.discard();
+    // Interrupted here (a signal); a job cancelled in ferryd is an error like any other.
+    if (abort.signal.aborted) {
       process.stderr.write(`ferry: export of ${opts.app} interrupted\n`);
       return EXIT.INTERRUPTED;
     }

@@ -53,6 +53,7 @@ export const DEFAULT_LIMITS: ParserLimits = {
 };
 
 const MAX_META_BYTES = 1024 * 1024;
+const EMPTY = Buffer.alloc(0);
 
 type State = "header" | "pax" | "meta" | "body" | "pad" | "trailer";
 
@@ -65,7 +66,7 @@ export class ArchiveParser {
   bytes = 0;
 
   private state: State = "header";
-  private carry: Buffer = Buffer.alloc(0);
+  private carry: Buffer = EMPTY;
   private need = BLOCK; // bytes the current state wants
   private collect: Buffer[] = [];
   private collected = 0;
@@ -85,55 +86,77 @@ export class ArchiveParser {
 
   /** Feeds bytes; resolves once the handler has taken them. */
   async write(chunk: Buffer): Promise<void> {
-    this.bytes += chunk.length;
     try {
-      let buf = this.carry.length > 0 ? Buffer.concat([this.carry, chunk]) : chunk;
-      this.carry = Buffer.alloc(0);
-      while (buf.length > 0) {
-        if (this.state === "body") {
-          const n = Math.min(this.need, buf.length);
-          const part = buf.subarray(0, n);
-          this.hashPayload(part);
-          this.need -= n;
-          buf = buf.subarray(n);
-          if (this.handler.data !== undefined) await this.handler.data(part);
-          if (this.need === 0) await this.endBody();
-          continue;
-        }
-        if (this.state === "pad") {
-          const n = Math.min(this.need, buf.length);
-          this.hashPayload(buf.subarray(0, n));
-          this.need -= n;
-          buf = buf.subarray(n);
-          if (this.need === 0) this.toHeader();
-          continue;
-        }
-        if (this.state === "trailer") {
-          for (const byte of buf) {
-            if (byte !== 0) throw new TarFormatError("data after the end of the archive");
-          }
-          return;
-        }
-        if (this.state === "pax" || this.state === "meta") {
-          const n = Math.min(this.need, buf.length);
-          this.collect.push(buf.subarray(0, n));
-          this.collected += n;
-          this.need -= n;
-          buf = buf.subarray(n);
-          if (this.need === 0) await this.endCollect();
-          continue;
-        }
-        // header: needs a whole block
-        if (buf.length < BLOCK) {
-          this.carry = Buffer.from(buf);
-          return;
-        }
-        const block = buf.subarray(0, BLOCK);
-        buf = buf.subarray(BLOCK);
-        await this.onHeader(Buffer.from(block));
+      const steps = this.steps(chunk);
+      for (let r = steps.next(); r.done !== true; r = steps.next()) await r.value;
+    } catch (err) {
+      throw asArchiveError(err);
+    }
+  }
+
+  /**
+   * Feeds bytes synchronously, for a parser whose handlers never return a promise (one
+   * that does is an error). The chunk may be reused by the caller afterwards: nothing of
+   * it is kept but copies.
+   */
+  writeSync(chunk: Buffer): void {
+    try {
+      const steps = this.steps(chunk);
+      for (let r = steps.next(); r.done !== true; r = steps.next()) {
+        if (r.value !== undefined) throw new Error("ArchiveParser.writeSync: a handler is async");
       }
     } catch (err) {
       throw asArchiveError(err);
+    }
+  }
+
+  /** The parsing work for one chunk; yields what the handlers return (promises or not). */
+  private *steps(chunk: Buffer): Generator<void | Promise<void>, void, undefined> {
+    this.bytes += chunk.length;
+    let buf = this.carry.length > 0 ? Buffer.concat([this.carry, chunk]) : chunk;
+    this.carry = EMPTY;
+    while (buf.length > 0) {
+      if (this.state === "body") {
+        const n = Math.min(this.need, buf.length);
+        const part = buf.subarray(0, n);
+        this.hashPayload(part);
+        this.need -= n;
+        buf = buf.subarray(n);
+        if (this.handler.data !== undefined) yield this.handler.data(part);
+        if (this.need === 0) yield* this.endBody();
+        continue;
+      }
+      if (this.state === "pad") {
+        const n = Math.min(this.need, buf.length);
+        this.hashPayload(buf.subarray(0, n));
+        this.need -= n;
+        buf = buf.subarray(n);
+        if (this.need === 0) this.toHeader();
+        continue;
+      }
+      if (this.state === "trailer") {
+        for (const byte of buf) {
+          if (byte !== 0) throw new TarFormatError("data after the end of the archive");
+        }
+        return;
+      }
+      if (this.state === "pax" || this.state === "meta") {
+        const n = Math.min(this.need, buf.length);
+        this.collect.push(Buffer.from(buf.subarray(0, n)));
+        this.collected += n;
+        this.need -= n;
+        buf = buf.subarray(n);
+        if (this.need === 0) yield* this.endCollect();
+        continue;
+      }
+      // header: needs a whole block
+      if (buf.length < BLOCK) {
+        this.carry = Buffer.from(buf);
+        return;
+      }
+      const block = buf.subarray(0, BLOCK);
+      buf = buf.subarray(BLOCK);
+      yield* this.onHeader(Buffer.from(block));
     }
   }
 
@@ -171,7 +194,7 @@ export class ArchiveParser {
     this.need = size + padding(size);
   }
 
-  private async onHeader(block: Buffer): Promise<void> {
+  private *onHeader(block: Buffer): Generator<void | Promise<void>, void, undefined> {
     if (isZeroBlock(block)) {
       if (this.end === undefined) {
         throw new FerryError(
@@ -193,7 +216,7 @@ export class ArchiveParser {
         );
       }
       this.startCollect("pax", raw.size);
-      if (raw.size === 0) await this.endCollect();
+      if (raw.size === 0) yield* this.endCollect();
       return;
     }
     if (raw.typeflag === "g") throw new TarFormatError("global pax headers are not accepted");
@@ -217,7 +240,7 @@ export class ArchiveParser {
       if (h.size > MAX_META_BYTES) throw new TarFormatError("the manifest is too large");
       this.held = [];
       this.startCollect("manifest", h.size);
-      if (h.size === 0) await this.endCollect();
+      if (h.size === 0) yield* this.endCollect();
       return;
     }
     if (h.path === END_PATH) {
@@ -226,7 +249,7 @@ export class ArchiveParser {
       this.held = []; // the end record's own header is outside the hashed range
       this.inPayload = false;
       this.startCollect("end", h.size);
-      if (h.size === 0) await this.endCollect();
+      if (h.size === 0) yield* this.endCollect();
       return;
     }
     for (const b of this.held) this.hashPayload(b);
@@ -236,25 +259,25 @@ export class ArchiveParser {
       throw new TarFormatError(`more than ${this.limits.maxEntries} entries`);
     }
     this.current = h;
-    if (this.handler.entry !== undefined) await this.handler.entry(h);
+    if (this.handler.entry !== undefined) yield this.handler.entry(h);
     if (h.size === 0) {
-      await this.endBody();
+      yield* this.endBody();
     } else {
       this.state = "body";
       this.need = h.size;
     }
   }
 
-  private async endBody(): Promise<void> {
+  private *endBody(): Generator<void | Promise<void>, void, undefined> {
     const h = this.current as TarHeader;
     this.current = undefined;
-    if (this.handler.entryEnd !== undefined) await this.handler.entryEnd(h);
+    if (this.handler.entryEnd !== undefined) yield this.handler.entryEnd(h);
     this.state = "pad";
     this.need = padding(h.size);
     if (this.need === 0) this.toHeader();
   }
 
-  private async endCollect(): Promise<void> {
+  private *endCollect(): Generator<void | Promise<void>, void, undefined> {
     const all = Buffer.concat(this.collect);
     this.collect = [];
     const kind = this.meta;
@@ -275,7 +298,7 @@ export class ArchiveParser {
     }
     if (kind === "manifest") {
       this.manifest = checkManifest(parsed);
-      if (this.handler.manifest !== undefined) await this.handler.manifest(this.manifest);
+      if (this.handler.manifest !== undefined) yield this.handler.manifest(this.manifest);
       this.inPayload = true;
     } else {
       this.end = checkEnd(parsed);

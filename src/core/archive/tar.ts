@@ -90,7 +90,9 @@ function paxRecord(key: string, value: string): string {
 }
 
 function ustarBlock(h: TarHeader, typeflag: string, name: [string, string], linkpath: string) {
-  const b = Buffer.alloc(BLOCK);
+  // From Node's shared slab (allocUnsafe under 4 KiB), zeroed here: a zero-filled
+  // Buffer.alloc is a separate allocation for every header of every file.
+  const b = Buffer.allocUnsafe(BLOCK).fill(0);
   writeString(b, 0, 100, name[1]);
   writeOctal(b, 100, 8, h.mode & 0o7777);
   writeOctal(b, 108, 8, h.uid > MAX_OCTAL_7 ? 0 : h.uid);

@@ -4,10 +4,27 @@
  * byte after the manifest entry up to the first byte of the end record's header, so the
  * hash is computed on the bytes as they are produced, not re-derived.
  *
- * Output is coalesced into chunks of at least COALESCE bytes so that thousands of small
- * files do not become thousands of socket writes.
+ * The data path (bench/README.md has the profile that shaped it): output is assembled in
+ * blocks of BLOCK_BYTES. Headers and in-memory bodies are copied into the current block;
+ * a regular file given as an open descriptor (`ArchiveEntry.file`) is read with pread
+ * straight into the block, with no intermediate buffer. Each block is hashed once, in one
+ * call, when it is handed out. Blocks come from a `BlockPool`: a consumer that gives them
+ * back once written (ferryd, from the socket write's callback) makes the steady state
+ * allocation-free; one that keeps them simply gets new ones.
+ *
+ * Reads are synchronous: from the page cache that is a copy, and an asynchronous read
+ * costs more in thread-pool hand-offs than the copy itself. So that a slow disk cannot
+ * hold ferryd's event loop for long, the writer gives the loop a turn (setImmediate)
+ * whenever it has worked for TURN_MS without one, handing out the block first if it holds
+ * COALESCE bytes, so data keeps flowing.
+ *
+ * A file is read for exactly the size its header says (taken from fstat after the open):
+ * if it shrank meanwhile the rest is zero-filled and a warning recorded (GNU tar does the
+ * same); if it grew, the extra is left out. Either way the archive stays well-formed.
  */
 import { createHash } from "node:crypto";
+import { closeSync, readSync } from "node:fs";
+import { performance } from "node:perf_hooks";
 import { ARCHIVE_FORMAT, END_PATH, type EndRecord, MANIFEST_PATH } from "../../api/types.js";
 import { FerryError } from "../errors.js";
 import { BLOCK, encodeHeader, padding, type TarHeader } from "./tar.js";
@@ -16,9 +33,19 @@ export interface ArchiveEntry {
   header: TarHeader;
   /** Exactly header.size bytes for files; absent for everything else. */
   body?: Buffer | AsyncIterable<Buffer>;
+  /**
+   * Instead of `body`: an open descriptor of a regular file whose first header.size bytes
+   * are the body. The writer reads it and closes it, also when the archive fails.
+   */
+  file?: number;
 }
 
+/** Size of the blocks the archive is handed out in (the last one and early ones smaller). */
+export const BLOCK_BYTES = 1024 * 1024;
+/** An async body's bytes are handed out once this much is pending, not held for a block. */
 const COALESCE = 256 * 1024;
+/** Longest stretch of synchronous work before the event loop gets a turn. */
+const TURN_MS = 10;
 const ZEROS = Buffer.alloc(BLOCK * 2);
 
 function metaHeader(path: string, size: number, mtimeSec: number): TarHeader {
@@ -37,6 +64,27 @@ function metaHeader(path: string, size: number, mtimeSec: number): TarHeader {
   };
 }
 
+/** Recycles output blocks between the writer and a consumer that returns them. */
+export class BlockPool {
+  private readonly free: Buffer[] = [];
+
+  constructor(
+    readonly blockBytes = BLOCK_BYTES,
+    private readonly keep = 16,
+  ) {}
+
+  take(): Buffer {
+    return this.free.pop() ?? Buffer.allocUnsafeSlow(this.blockBytes);
+  }
+
+  /** Gives back a block (or a view of one from its start) the consumer is done with. */
+  give(view: Buffer): void {
+    if (view.byteOffset !== 0 || view.buffer.byteLength !== this.blockBytes) return;
+    if (this.free.length >= this.keep || this.free.some((b) => b.buffer === view.buffer)) return;
+    this.free.push(Buffer.from(view.buffer, 0, this.blockBytes));
+  }
+}
+
 /**
  * Yields the archive's bytes. `warnings` may be appended to while entries are produced;
  * they end up in the end record. The generator's return value is the end record.
@@ -45,57 +93,128 @@ export async function* writeArchive(
   manifest: Record<string, unknown>,
   entries: AsyncIterable<ArchiveEntry>,
   warnings: string[] = [],
+  pool: BlockPool = new BlockPool(),
 ): AsyncGenerator<Buffer, EndRecord, undefined> {
   const now = Math.floor(Date.now() / 1000);
-  const manifestBody = Buffer.from(`${JSON.stringify({ ...manifest, format: ARCHIVE_FORMAT })}\n`);
-  let pending: Buffer[] = [
-    encodeHeader(metaHeader(MANIFEST_PATH, manifestBody.length, now)),
-    manifestBody,
-    ZEROS.subarray(0, padding(manifestBody.length)),
-  ];
-  let pendingBytes = 0;
   const hash = createHash("sha256");
   let payloadBytes = 0;
   let count = 0;
+  let block = pool.take();
+  let fill = 0;
+  /** Start of the not yet hashed payload bytes in `block`; -1 while outside the payload. */
+  let hashFrom = -1;
+  let lastTurn = performance.now();
 
-  const take = (): Buffer => {
-    const out = pending.length === 1 ? (pending[0] as Buffer) : Buffer.concat(pending);
-    pending = [];
-    pendingBytes = 0;
+  const hashUpTo = (): void => {
+    if (hashFrom < 0 || fill === hashFrom) return;
+    hash.update(block.subarray(hashFrom, fill));
+    payloadBytes += fill - hashFrom;
+    hashFrom = fill;
+  };
+  /** The filled part of the block, hashed; a fresh block takes its place. */
+  const takeBlock = (): Buffer => {
+    hashUpTo();
+    const out = block.subarray(0, fill);
+    block = pool.take();
+    fill = 0;
+    if (hashFrom >= 0) hashFrom = 0;
     return out;
   };
-  const payload = (b: Buffer): void => {
-    if (b.length === 0) return;
-    hash.update(b);
-    payloadBytes += b.length;
-    pending.push(b);
-    pendingBytes += b.length;
+  /** Copies bytes in; the blocks that filled up on the way are appended to `full`. */
+  const put = (b: Buffer, full: Buffer[]): void => {
+    let off = 0;
+    while (off < b.length) {
+      const n = Math.min(b.length - off, block.length - fill);
+      b.copy(block, fill, off, off + n);
+      fill += n;
+      off += n;
+      if (fill === block.length) full.push(takeBlock());
+    }
+  };
+  const overBudget = (): boolean => performance.now() - lastTurn >= TURN_MS;
+  const turn = async (): Promise<void> => {
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    lastTurn = performance.now();
   };
 
-  for await (const entry of entries) {
-    const h = entry.header;
-    payload(encodeHeader(h));
-    count++;
-    let written = 0;
-    if (entry.body !== undefined) {
-      const chunks = Buffer.isBuffer(entry.body) ? [entry.body] : entry.body;
-      for await (const chunk of chunks) {
-        written += chunk.length;
-        if (written > h.size) break;
-        payload(chunk);
-        if (pendingBytes >= COALESCE) yield take();
+  /** The body of a file entry, read straight into the blocks. */
+  async function* readFileInto(fd: number, h: TarHeader): AsyncGenerator<Buffer> {
+    let pos = 0;
+    while (pos < h.size) {
+      const want = Math.min(h.size - pos, block.length - fill);
+      const n = readSync(fd, block, fill, want, pos);
+      if (n === 0) {
+        warnings.push(`${h.path}: shrank by ${h.size - pos} bytes while being read; zero-filled`);
+        while (pos < h.size) {
+          const z = Math.min(h.size - pos, block.length - fill);
+          block.fill(0, fill, fill + z);
+          fill += z;
+          pos += z;
+          if (fill === block.length) yield takeBlock();
+        }
+        return;
+      }
+      fill += n;
+      pos += n;
+      if (fill === block.length) yield takeBlock();
+      if (pos < h.size && overBudget()) {
+        if (fill >= COALESCE) yield takeBlock();
+        await turn();
       }
     }
-    if (written !== h.size) {
-      throw new FerryError(
-        "INTERNAL",
-        `archive entry ${JSON.stringify(h.path)}: body has ${written} bytes, header says ${h.size}`,
-      );
-    }
-    payload(ZEROS.subarray(0, padding(h.size)));
-    if (pendingBytes >= COALESCE) yield take();
   }
 
+  const manifestBody = Buffer.from(`${JSON.stringify({ ...manifest, format: ARCHIVE_FORMAT })}\n`);
+  const first: Buffer[] = [];
+  put(encodeHeader(metaHeader(MANIFEST_PATH, manifestBody.length, now)), first);
+  put(manifestBody, first);
+  put(ZEROS.subarray(0, padding(manifestBody.length)), first);
+  hashFrom = fill;
+  yield* first;
+
+  const out: Buffer[] = [];
+  for await (const entry of entries) {
+    const h = entry.header;
+    count++;
+    if (entry.file !== undefined) {
+      try {
+        put(encodeHeader(h), out);
+        yield* out.splice(0);
+        yield* readFileInto(entry.file, h);
+      } finally {
+        closeSync(entry.file);
+      }
+    } else {
+      put(encodeHeader(h), out);
+      let written = 0;
+      if (entry.body !== undefined) {
+        const inMemory = Buffer.isBuffer(entry.body);
+        const chunks = inMemory ? [entry.body as Buffer] : (entry.body as AsyncIterable<Buffer>);
+        for await (const chunk of chunks) {
+          written += chunk.length;
+          if (written > h.size) break;
+          put(chunk, out);
+          yield* out.splice(0);
+          if (!inMemory && fill >= COALESCE) yield takeBlock();
+        }
+      }
+      if (written !== h.size) {
+        throw new FerryError(
+          "INTERNAL",
+          `archive entry ${JSON.stringify(h.path)}: body has ${written} bytes, header says ${h.size}`,
+        );
+      }
+    }
+    put(ZEROS.subarray(0, padding(h.size)), out);
+    yield* out.splice(0);
+    if (overBudget()) {
+      if (fill >= COALESCE) yield takeBlock();
+      await turn();
+    }
+  }
+
+  hashUpTo();
+  hashFrom = -1;
   const end: EndRecord = {
     entries: count,
     payload_bytes: payloadBytes,
@@ -103,12 +222,12 @@ export async function* writeArchive(
   };
   if (warnings.length > 0) end.warnings = [...warnings];
   const endBody = Buffer.from(`${JSON.stringify(end)}\n`);
-  pending.push(
-    encodeHeader(metaHeader(END_PATH, endBody.length, now)),
-    endBody,
-    ZEROS.subarray(0, padding(endBody.length)),
-    ZEROS,
-  );
-  yield take();
+  const tail: Buffer[] = [];
+  put(encodeHeader(metaHeader(END_PATH, endBody.length, now)), tail);
+  put(endBody, tail);
+  put(ZEROS.subarray(0, padding(endBody.length)), tail);
+  put(ZEROS, tail);
+  yield* tail;
+  if (fill > 0) yield takeBlock();
   return end;
 }

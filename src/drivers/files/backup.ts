@@ -1,14 +1,14 @@
 /**
  * The files driver's backup: every declared root walked through held descriptors
- * (walk.ts), the files read ahead in bounded batches (read.ts). An unreadable root fails
- * the request before any byte is sent.
+ * (walk.ts); each regular file goes to the archive writer as its open descriptor, which
+ * the writer reads straight into its output blocks (src/core/archive/writer.ts). An
+ * unreadable root fails the request before any byte is sent.
  */
 import { closeSync } from "node:fs";
 import type { ArchiveEntry } from "../../core/archive/writer.js";
 import { openRoot } from "../../core/safe-fs.js";
 import type { DriverContext } from "../types.js";
 import type { FilesConfig } from "./config.js";
-import { readEntries } from "./read.js";
 import { type PlannedEntry, walkRoot } from "./walk.js";
 
 function* walkAll(config: FilesConfig, ctx: DriverContext): Generator<PlannedEntry> {
@@ -25,8 +25,18 @@ function* walkAll(config: FilesConfig, ctx: DriverContext): Generator<PlannedEnt
   }
 }
 
+async function* entries(config: FilesConfig, ctx: DriverContext): AsyncGenerator<ArchiveEntry> {
+  for (const p of walkAll(config, ctx)) {
+    if (ctx.signal.aborted) {
+      if (p.fd !== undefined) closeSync(p.fd);
+      ctx.signal.throwIfAborted();
+    }
+    yield p.fd === undefined ? { header: p.header } : { header: p.header, file: p.fd };
+  }
+}
+
 export function backup(config: FilesConfig, ctx: DriverContext): AsyncIterable<ArchiveEntry> {
   // Open every root first, so an unreadable path fails the request before any byte is sent.
   for (const path of config.paths) closeSync(openRoot(path));
-  return readEntries(walkAll(config, ctx), ctx.warnings, ctx.signal);
+  return entries(config, ctx);
 }

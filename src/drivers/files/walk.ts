@@ -14,6 +14,7 @@ import { closeSync } from "node:fs";
 import type { TarHeader } from "../../core/archive/tar.js";
 import { explain, openDirBeneath, openFileBeneath } from "../../core/safe-fs.js";
 import {
+  DT_REG,
   readDir,
   readLinkAt,
   S_IFBLK,
@@ -55,10 +56,15 @@ function header(path: string, st: Stat, type: TarHeader["type"], linkpath = ""):
   };
 }
 
+interface Name {
+  name: string;
+  type: number; // DT_* from getdents64: a hint, never trusted (see the walk)
+}
+
 interface Frame {
   fd: number;
   path: string; // archive path of this directory, ending in "/"
-  names: string[];
+  names: Name[];
   next: number;
 }
 
@@ -87,8 +93,17 @@ export function* walkRoot(
         if (top.fd !== rootFd) closeSync(top.fd);
         continue;
       }
-      const name = top.names[top.next++] as string;
+      const { name, type } = top.names[top.next++] as Name;
       const path = top.path + name;
+      // One statx per file: getdents64 already says what a name is, so a regular file is
+      // opened straight away and the fstat of what was opened decides (the type is only
+      // a hint: if the name was swapped meanwhile, the opened object's own type is what
+      // counts, and a symlink cannot be opened at all). Anything else is statx'd by name.
+      if (type === DT_REG) {
+        const planned = openPlannedFile(top.fd, name, path, warnings, links);
+        if (planned !== undefined) yield planned;
+        continue;
+      }
       let st: Stat;
       try {
         st = statAt(top.fd, name);
@@ -111,30 +126,8 @@ export function* walkRoot(
           break;
         }
         case S_IFREG: {
-          let fd: number;
-          try {
-            fd = openFileBeneath(top.fd, name);
-          } catch (err) {
-            warnings.push(`${path}: skipped, it changed while being read (${explain(err)})`);
-            continue;
-          }
-          const opened = statFd(fd);
-          if ((opened.mode & S_IFMT) !== S_IFREG) {
-            closeSync(fd);
-            warnings.push(`${path}: skipped, it was replaced by a non-file while being read`);
-            continue;
-          }
-          if (opened.nlink > 1) {
-            const key = `${opened.dev}:${opened.ino}`;
-            const first = links.get(key);
-            if (first !== undefined) {
-              closeSync(fd);
-              yield { header: header(path, opened, "hardlink", first) };
-              continue;
-            }
-            links.set(key, path);
-          }
-          yield { header: header(path, opened, "file"), fd };
+          const planned = openPlannedFile(top.fd, name, path, warnings, links);
+          if (planned !== undefined) yield planned;
           break;
         }
         case S_IFLNK: {
@@ -163,6 +156,49 @@ export function* walkRoot(
   }
 }
 
+/**
+ * Opens the regular file `name` (no symlinks, beneath `dirFd`) and plans its entry from
+ * the fstat of what was opened; undefined (with a warning) when it is gone or no longer a
+ * regular file. A second link to an inode seen before becomes a hardlink entry.
+ */
+function openPlannedFile(
+  dirFd: number,
+  name: string,
+  path: string,
+  warnings: string[],
+  links: Map<string, string>,
+): PlannedEntry | undefined {
+  let fd: number;
+  try {
+    fd = openFileBeneath(dirFd, name);
+  } catch (err) {
+    warnings.push(`${path}: skipped, it changed while being read (${explain(err)})`);
+    return undefined;
+  }
+  let opened: Stat;
+  try {
+    opened = statFd(fd);
+  } catch (err) {
+    closeSync(fd);
+    throw err;
+  }
+  if ((opened.mode & S_IFMT) !== S_IFREG) {
+    closeSync(fd);
+    warnings.push(`${path}: skipped, it was replaced by a non-file while being read`);
+    return undefined;
+  }
+  if (opened.nlink > 1) {
+    const key = `${opened.dev}:${opened.ino}`;
+    const first = links.get(key);
+    if (first !== undefined) {
+      closeSync(fd);
+      return { header: header(path, opened, "hardlink", first) };
+    }
+    links.set(key, path);
+  }
+  return { header: header(path, opened, "file"), fd };
+}
+
 function describeSpecial(mode: number): string {
   switch (mode & S_IFMT) {
     case S_IFSOCK:
@@ -175,13 +211,13 @@ function describeSpecial(mode: number): string {
 }
 
 /** Names of a directory, sorted bytewise; names that are not UTF-8 are skipped with a warning. */
-function listNames(fd: number, path: string, warnings: string[]): string[] {
+function listNames(fd: number, path: string, warnings: string[]): Name[] {
   const raw = readDir(fd);
   raw.sort((a, b) => Buffer.compare(a.name, b.name));
-  const names: string[] = [];
+  const names: Name[] = [];
   for (const d of raw) {
     try {
-      names.push(utf8.decode(d.name));
+      names.push({ name: utf8.decode(d.name), type: d.type });
     } catch {
       warnings.push(`${path}${d.name.toString("latin1")}: skipped, its name is not valid UTF-8`);
     }

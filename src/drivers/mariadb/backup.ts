@@ -3,7 +3,7 @@
  *
  * - `data/mariadb.json`: server and tool versions, database names and their path prefixes;
  * - `data/db/<name>/NNNNNNNN.sql`: `mariadb-dump --single-transaction --routines --events
- *   --triggers` of each database, cut into parts (core/dump-parts.ts); the parts
+ *   --triggers` of each database, cut into parts (src/drivers/db/dump-parts.ts); the parts
  *   concatenated are the dump, unchanged, sandbox line (`/*M!999999\- enable the sandbox
  *   mode *\/`) included.
  *
@@ -12,17 +12,12 @@
  * snapshot of the InnoDB tables of each database without locking writers out.
  */
 import type { ArchiveEntry } from "../../core/archive/writer.js";
-import { encodeSegment, helperParts } from "../../core/dump-parts.js";
+import { dbPrefix, helperParts } from "../db/dump-parts.js";
 import type { DriverContext } from "../types.js";
 import type { MariadbConfig } from "./config.js";
 import { clientArgs, mariadb, myHelper, toolVersion } from "./conn.js";
 
 export const META_PATH = "data/mariadb.json";
-export const DB_PREFIX = "data/db";
-
-export function dbPrefix(name: string): string {
-  return `${DB_PREFIX}/${encodeSegment(name)}`;
-}
 
 export async function* backup(
   config: MariadbConfig,

@@ -22,19 +22,14 @@
  * with the previous tables kept in `NAME__ferry_old_<id>`. Between step 1 and step 3 the
  * live tables have no triggers: writes in that window (milliseconds) do not fire them.
  * Several databases are swapped one after the other, not atomically together.
+ *
+ * The session (entries checked, scratch databases, cleanup) is the one shared with
+ * postgres, src/drivers/db/restore.ts; this module brings what is MariaDB's.
  */
-import { randomBytes } from "node:crypto";
-import type { TarHeader } from "../../core/archive/tar.js";
-import {
-  decodeSegment,
-  finishHelper,
-  parsePartPath,
-  writeToHelper,
-} from "../../core/dump-parts.js";
 import { describeError, FerryError } from "../../core/errors.js";
-import type { Helper } from "../../core/spawn.js";
+import { cleanupSignal, type DbTarget, newRestoreId, openDbRestore } from "../db/restore.js";
 import type { RestoreContext, RestoreSession } from "../types.js";
-import { DB_PREFIX, META_PATH } from "./backup.js";
+import { META_PATH } from "./backup.js";
 import type { MariadbConfig } from "./config.js";
 import {
   clientArgs,
@@ -52,26 +47,12 @@ export function stagingName(name: string, kind: "restore" | "old", id: string): 
   return [...name].slice(0, 64 - suffix.length).join("") + suffix;
 }
 
-interface Target {
-  name: string;
-  temp: string;
-  old: string;
-  created: boolean;
-  load?: Helper;
-  parts: number;
-  finished: boolean;
-}
-
 interface Objects {
   tables: string[];
   views: string[];
   triggers: string[];
   routines: { name: string; type: string }[];
   events: string[];
-}
-
-function invalid(msg: string): FerryError {
-  return new FerryError("ARCHIVE_INVALID", `not a mariadb archive this app can restore: ${msg}`);
 }
 
 async function objectsOf(config: MariadbConfig, db: string, signal: AbortSignal): Promise<Objects> {
@@ -173,230 +154,163 @@ function createScript(db: string, defs: Definition[], id: string): string {
   return `${lines.join("\n")}\n`;
 }
 
+/**
+ * Steps 1 to 4 of the header for one database whose dump is loaded into `t.temp`.
+ * Throws before step 3 with the live tables untouched (their triggers put back).
+ */
+async function swapDatabase(
+  config: MariadbConfig,
+  t: DbTarget,
+  id: string,
+  ctx: RestoreContext,
+): Promise<void> {
+  const { signal } = ctx;
+  const S = quoteIdent(t.temp);
+  const T = quoteIdent(t.name);
+  const O = quoteIdent(t.old);
+  const fresh = await objectsOf(config, t.temp, signal);
+  const freshDefs = await definitionsOf(config, t.temp, fresh, signal);
+  const exists =
+    (
+      await mariadb(
+        config,
+        `SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ${quoteLiteral(t.name)}`,
+        signal,
+      )
+    ).length > 0;
+  const live = exists
+    ? await objectsOf(config, t.name, signal)
+    : { tables: [], views: [], triggers: [], routines: [], events: [] };
+  const liveTriggers = definitionsOf(
+    config,
+    t.name,
+    { ...live, views: [], routines: [], events: [] },
+    signal,
+  );
+  const liveTriggerDefs = exists ? await liveTriggers : [];
+
+  // Steps 1 and 2: one client run, stopping at the first error.
+  const a = ["SET SESSION lock_wait_timeout = 60;"];
+  if (!exists) a.push(`CREATE DATABASE ${T};`);
+  a.push(`CREATE DATABASE ${O};`);
+  for (const tr of fresh.triggers) a.push(`DROP TRIGGER ${S}.${quoteIdent(tr)};`);
+  for (const tr of live.triggers) a.push(`DROP TRIGGER ${T}.${quoteIdent(tr)};`);
+  const moves = [
+    ...live.tables.map((x) => `${T}.${quoteIdent(x)} TO ${O}.${quoteIdent(x)}`),
+    ...fresh.tables.map((x) => `${S}.${quoteIdent(x)} TO ${T}.${quoteIdent(x)}`),
+  ];
+  if (moves.length > 0) a.push(`RENAME TABLE ${moves.join(", ")};`);
+  try {
+    await mariadbScript(config, `${a.join("\n")}\n`, signal);
+  } catch (err) {
+    // The RENAME is all-or-nothing: put back the live triggers that were dropped.
+    if (liveTriggerDefs.length > 0) {
+      await mariadbScript(config, createScript(t.name, liveTriggerDefs, id), cleanupSignal(), {
+        force: true,
+      }).catch((e) =>
+        ctx.warnings.push(`could not recreate the triggers of ${t.name}: ${describeError(e)}`),
+      );
+    }
+    await mariadb(config, `DROP DATABASE IF EXISTS ${O}`, cleanupSignal()).catch(() => {});
+    throw err;
+  }
+
+  // Step 3: views, routines, events and triggers of the restored database.
+  try {
+    const drops = [
+      ...live.views.map((v) => `DROP VIEW IF EXISTS ${T}.${quoteIdent(v)};`),
+      ...live.routines.map((r) => `DROP ${r.type} IF EXISTS ${T}.${quoteIdent(r.name)};`),
+      ...live.events.map((e) => `DROP EVENT IF EXISTS ${T}.${quoteIdent(e)};`),
+    ];
+    if (drops.length > 0) await mariadbScript(config, `${drops.join("\n")}\n`, signal);
+    // Views may use other views: create in passes until none is left or none succeeds.
+    let views = freshDefs.filter((d) => d.kind === "VIEW");
+    while (views.length > 0) {
+      const failed: Definition[] = [];
+      let lastErr: unknown;
+      for (const v of views) {
+        try {
+          await mariadbScript(config, createScript(t.name, [v], id), signal);
+        } catch (err) {
+          failed.push(v);
+          lastErr = err;
+        }
+      }
+      if (failed.length === views.length) throw lastErr;
+      views = failed;
+    }
+    const others = freshDefs.filter((d) => d.kind !== "VIEW");
+    if (others.length > 0) await mariadbScript(config, createScript(t.name, others, id), signal);
+  } catch (err) {
+    throw new FerryError(
+      "HELPER_FAILED",
+      `${t.name}: the restored tables are live, but recreating its views, routines, events or triggers failed; the previous tables are kept in ${t.old}: ${describeError(err)}`,
+    );
+  }
+  // Step 4.
+  for (const db of [t.temp, t.old]) {
+    await mariadb(config, `DROP DATABASE IF EXISTS ${quoteIdent(db)}`, cleanupSignal()).catch((e) =>
+      ctx.warnings.push(`restored ${t.name}, but could not drop ${db}: ${describeError(e)}`),
+    );
+  }
+  t.created = false;
+}
+
 export async function openRestore(
   config: MariadbConfig,
   ctx: RestoreContext,
 ): Promise<RestoreSession> {
   const { signal } = ctx;
-  const id = randomBytes(4).toString("hex");
+  const id = newRestoreId();
   const sandbox = await clientHasSandbox(config, signal);
-  const targets: Target[] = [];
-  let current: Target | undefined;
-  let inDump = false;
-  let entries = 0;
-  let bytes = 0;
-  let done = false;
-  const cleanupSignal = () => AbortSignal.timeout(120_000);
+  return openDbRestore(
+    {
+      driver: "mariadb",
+      ext: "sql",
+      id,
+      stagingName,
+      declares: (name) => config.databases.includes(name),
+      otherEntry: (path) => path === META_PATH,
 
-  async function createScratch(t: Target): Promise<void> {
-    const cs = (
-      await mariadb(
-        config,
-        `SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ${quoteLiteral(t.name)}`,
-        signal,
-      )
-    )[0];
-    const opts =
-      cs === undefined
-        ? ""
-        : ` CHARACTER SET ${quoteLiteral(cs[0] ?? "")} COLLATE ${quoteLiteral(cs[1] ?? "")}`;
-    await mariadb(config, `CREATE DATABASE ${quoteIdent(t.temp)}${opts}`, signal);
-    t.created = true;
-    t.load = myHelper(
-      config,
-      [
-        "mariadb",
-        ...clientArgs(config),
-        "--batch",
-        ...(sandbox ? ["--sandbox"] : []),
-        `--database=${t.temp}`,
-      ],
-      { label: `mariadb loading ${t.temp}`, signal, stdin: "pipe", stdout: "ignore" },
-    );
-  }
+      async createScratch(t) {
+        const cs = (
+          await mariadb(
+            config,
+            `SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ${quoteLiteral(t.name)}`,
+            signal,
+          )
+        )[0];
+        const opts =
+          cs === undefined
+            ? ""
+            : ` CHARACTER SET ${quoteLiteral(cs[0] ?? "")} COLLATE ${quoteLiteral(cs[1] ?? "")}`;
+        await mariadb(config, `CREATE DATABASE ${quoteIdent(t.temp)}${opts}`, signal);
+      },
 
-  async function finishTarget(t: Target): Promise<void> {
-    if (t.finished || t.load === undefined) return;
-    t.finished = true;
-    await finishHelper(t.load);
-  }
-
-  async function dropScratch(t: Target): Promise<void> {
-    if (t.load !== undefined && !t.finished) {
-      t.load.kill();
-      await t.load.done.catch(() => {});
-    }
-    if (!t.created) return;
-    try {
-      await mariadb(config, `DROP DATABASE IF EXISTS ${quoteIdent(t.temp)}`, cleanupSignal());
-      t.created = false;
-    } catch (err) {
-      ctx.warnings.push(`could not drop the scratch database ${t.temp}: ${describeError(err)}`);
-    }
-  }
-
-  async function swap(t: Target): Promise<void> {
-    const S = quoteIdent(t.temp);
-    const T = quoteIdent(t.name);
-    const O = quoteIdent(t.old);
-    const fresh = await objectsOf(config, t.temp, signal);
-    const freshDefs = await definitionsOf(config, t.temp, fresh, signal);
-    const exists =
-      (
-        await mariadb(
+      startLoad: (t) =>
+        myHelper(
           config,
-          `SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ${quoteLiteral(t.name)}`,
-          signal,
-        )
-      ).length > 0;
-    const live = exists
-      ? await objectsOf(config, t.name, signal)
-      : { tables: [], views: [], triggers: [], routines: [], events: [] };
-    const liveTriggers = definitionsOf(
-      config,
-      t.name,
-      { ...live, views: [], routines: [], events: [] },
-      signal,
-    );
-    const liveTriggerDefs = exists ? await liveTriggers : [];
+          [
+            "mariadb",
+            ...clientArgs(config),
+            "--batch",
+            ...(sandbox ? ["--sandbox"] : []),
+            `--database=${t.temp}`,
+          ],
+          { label: `mariadb loading ${t.temp}`, signal, stdin: "pipe", stdout: "ignore" },
+        ),
 
-    // Steps 1 and 2: one client run, stopping at the first error.
-    const a = ["SET SESSION lock_wait_timeout = 60;"];
-    if (!exists) a.push(`CREATE DATABASE ${T};`);
-    a.push(`CREATE DATABASE ${O};`);
-    for (const tr of fresh.triggers) a.push(`DROP TRIGGER ${S}.${quoteIdent(tr)};`);
-    for (const tr of live.triggers) a.push(`DROP TRIGGER ${T}.${quoteIdent(tr)};`);
-    const moves = [
-      ...live.tables.map((x) => `${T}.${quoteIdent(x)} TO ${O}.${quoteIdent(x)}`),
-      ...fresh.tables.map((x) => `${S}.${quoteIdent(x)} TO ${T}.${quoteIdent(x)}`),
-    ];
-    if (moves.length > 0) a.push(`RENAME TABLE ${moves.join(", ")};`);
-    try {
-      await mariadbScript(config, `${a.join("\n")}\n`, signal);
-    } catch (err) {
-      // The RENAME is all-or-nothing: put back the live triggers that were dropped.
-      if (liveTriggerDefs.length > 0) {
-        await mariadbScript(config, createScript(t.name, liveTriggerDefs, id), cleanupSignal(), {
-          force: true,
-        }).catch((e) =>
-          ctx.warnings.push(`could not recreate the triggers of ${t.name}: ${describeError(e)}`),
-        );
-      }
-      await mariadb(config, `DROP DATABASE IF EXISTS ${O}`, cleanupSignal()).catch(() => {});
-      throw err;
-    }
+      dropDatabase: (name, cleanup) =>
+        mariadb(config, `DROP DATABASE IF EXISTS ${quoteIdent(name)}`, cleanup).then(() => {}),
 
-    // Step 3: views, routines, events and triggers of the restored database.
-    try {
-      const drops = [
-        ...live.views.map((v) => `DROP VIEW IF EXISTS ${T}.${quoteIdent(v)};`),
-        ...live.routines.map((r) => `DROP ${r.type} IF EXISTS ${T}.${quoteIdent(r.name)};`),
-        ...live.events.map((e) => `DROP EVENT IF EXISTS ${T}.${quoteIdent(e)};`),
-      ];
-      if (drops.length > 0) await mariadbScript(config, `${drops.join("\n")}\n`, signal);
-      // Views may use other views: create in passes until none is left or none succeeds.
-      let views = freshDefs.filter((d) => d.kind === "VIEW");
-      while (views.length > 0) {
-        const failed: Definition[] = [];
-        let lastErr: unknown;
-        for (const v of views) {
-          try {
-            await mariadbScript(config, createScript(t.name, [v], id), signal);
-          } catch (err) {
-            failed.push(v);
-            lastErr = err;
-          }
-        }
-        if (failed.length === views.length) throw lastErr;
-        views = failed;
-      }
-      const others = freshDefs.filter((d) => d.kind !== "VIEW");
-      if (others.length > 0) await mariadbScript(config, createScript(t.name, others, id), signal);
-    } catch (err) {
-      throw new FerryError(
-        "HELPER_FAILED",
-        `${t.name}: the restored tables are live, but recreating its views, routines, events or triggers failed; the previous tables are kept in ${t.old}: ${describeError(err)}`,
-      );
-    }
-    // Step 4.
-    for (const db of [t.temp, t.old]) {
-      await mariadb(config, `DROP DATABASE IF EXISTS ${quoteIdent(db)}`, cleanupSignal()).catch(
-        (e) =>
-          ctx.warnings.push(`restored ${t.name}, but could not drop ${db}: ${describeError(e)}`),
-      );
-    }
-    t.created = false;
-  }
-
-  return {
-    async entry(h: TarHeader) {
-      entries++;
-      inDump = false;
-      if (h.type !== "file") throw invalid(`${h.path} is not a file`);
-      if (h.path === META_PATH) return;
-      const m = /^data\/db\/([^/]+)\/[^/]+$/.exec(h.path);
-      const name = m === null ? undefined : decodeSegment(m[1] as string);
-      const index = m === null ? undefined : parsePartPath(h.path, `${DB_PREFIX}/${m[1]}`, "sql");
-      if (name === undefined || index === undefined) throw invalid(`unexpected entry ${h.path}`);
-      if (!config.databases.includes(name)) {
-        throw invalid(`database ${JSON.stringify(name)} is not one this application declares`);
-      }
-      inDump = true;
-      if (current !== undefined && current.name === name) {
-        if (index !== current.parts) throw invalid(`${h.path}: expected part ${current.parts}`);
-        current.parts++;
-        return;
-      }
-      if (targets.some((t) => t.name === name)) throw invalid(`database ${name} appears twice`);
-      if (index !== 0) throw invalid(`${h.path}: the first part is missing`);
-      if (current !== undefined) await finishTarget(current);
-      const t: Target = {
-        name,
-        temp: stagingName(name, "restore", id),
-        old: stagingName(name, "old", id),
-        created: false,
-        parts: 1,
-        finished: false,
-      };
-      targets.push(t);
-      current = t;
-      await createScratch(t);
-    },
-    async data(chunk: Buffer) {
-      bytes += chunk.length;
-      if (inDump) await writeToHelper(current?.load as Helper, chunk);
-    },
-    async entryEnd() {},
-    async commit() {
-      if (done) throw new FerryError("INTERNAL", "restore session used twice");
-      done = true;
-      let swapped = 0;
-      try {
-        if (targets.length === 0) throw invalid("it holds no database dump");
-        for (const t of targets) await finishTarget(t);
+      // One database after the other: each swap is atomic, the set is not (see the header).
+      async swap(targets) {
         for (const t of targets) {
-          await swap(t);
-          swapped++;
+          await swapDatabase(config, t, id, ctx);
+          t.swapped = true;
         }
-      } catch (err) {
-        for (const t of targets.slice(swapped)) await dropScratch(t);
-        if (swapped > 0) {
-          throw new FerryError(
-            "HELPER_FAILED",
-            `restored ${targets
-              .slice(0, swapped)
-              .map((t) => t.name)
-              .join(", ")}, then failed: ${describeError(err)}`,
-          );
-        }
-        throw err;
-      }
-      return { entries, bytes };
+      },
     },
-    async abort() {
-      if (done) return;
-      done = true;
-      for (const t of targets) await dropScratch(t);
-    },
-  };
+    ctx,
+  );
 }

@@ -6,26 +6,21 @@
  * - `data/globals/NNNNNNNN.sql`: `pg_dumpall --globals-only` (roles, tablespaces), only for
  *   `all = true`;
  * - `data/db/<name>/NNNNNNNN.pgdump`: `pg_dump --format=custom` of each database, cut into
- *   parts (core/dump-parts.ts): `cat data/db/shop/*.pgdump > shop.pgdump` gives the dump.
+ *   parts (src/drivers/db/dump-parts.ts): `cat data/db/shop/*.pgdump > shop.pgdump` gives the dump.
  *
  * Each pg_dump runs in one repeatable-read snapshot of its database, so each database is
  * consistent in itself; databases are dumped one after the other.
  */
 
 import type { ArchiveEntry } from "../../core/archive/writer.js";
-import { encodeSegment, helperParts } from "../../core/dump-parts.js";
 import { FerryError } from "../../core/errors.js";
+import { dbPrefix, helperParts } from "../db/dump-parts.js";
 import type { DriverContext } from "../types.js";
 import type { PostgresConfig } from "./config.js";
 import { conninfo, dumpOptions, pgHelper, psql, serverInfo, toolVersion } from "./conn.js";
 
 export const META_PATH = "data/postgres.json";
 export const GLOBALS_PREFIX = "data/globals";
-export const DB_PREFIX = "data/db";
-
-export function dbPrefix(name: string): string {
-  return `${DB_PREFIX}/${encodeSegment(name)}`;
-}
 
 /** The database psql connects to for server-wide work. */
 export function maintenanceDb(avoid: readonly string[] = []): string {

@@ -15,19 +15,15 @@
  * pg_dump without --create; the new database takes the original's owner, encoding and
  * locale. A crash of ferryd mid-restore can leave a `*__ferry_restore_*` database behind
  * (never a half-swapped one: the swap is one transaction).
+ *
+ * The session (entries checked, scratch databases, cleanup) is the one shared with mariadb,
+ * src/drivers/db/restore.ts; this module brings what is PostgreSQL's.
  */
-import { randomBytes } from "node:crypto";
-import type { TarHeader } from "../../core/archive/tar.js";
-import {
-  decodeSegment,
-  finishHelper,
-  parsePartPath,
-  writeToHelper,
-} from "../../core/dump-parts.js";
-import { describeError, FerryError } from "../../core/errors.js";
-import type { Helper } from "../../core/spawn.js";
+import { describeError } from "../../core/errors.js";
+import { parsePartPath } from "../db/dump-parts.js";
+import { cleanupSignal, type DbTarget, newRestoreId, openDbRestore } from "../db/restore.js";
 import type { RestoreContext, RestoreSession } from "../types.js";
-import { DB_PREFIX, GLOBALS_PREFIX, META_PATH, maintenanceDb } from "./backup.js";
+import { GLOBALS_PREFIX, META_PATH, maintenanceDb } from "./backup.js";
 import type { PostgresConfig } from "./config.js";
 import { conninfo, pgHelper, psql, quoteIdent, quoteLiteral, serverInfo } from "./conn.js";
 
@@ -47,104 +43,20 @@ export function stagingName(name: string, kind: "restore" | "old", id: string): 
   return truncateBytes(name, 63 - suffix.length) + suffix;
 }
 
-interface Target {
-  name: string;
-  temp: string;
-  old: string;
-  created: boolean;
-  restore?: Helper;
-  parts: number;
-  finished: boolean;
-}
-
-function invalid(msg: string): FerryError {
-  return new FerryError("ARCHIVE_INVALID", `not a postgres archive this app can restore: ${msg}`);
-}
-
 export async function openRestore(
   config: PostgresConfig,
   ctx: RestoreContext,
 ): Promise<RestoreSession> {
   const { signal } = ctx;
-  const id = randomBytes(4).toString("hex");
   const info = await serverInfo(config, maintenanceDb(config.databases), signal);
-  const targets: Target[] = [];
-  let current: Target | undefined;
-  let currentKind: "db" | "meta" | "globals" | undefined;
+  const force = info.serverVersionNum >= 130000 ? " WITH (FORCE)" : "";
+  /** The archive's databases so far: the maintenance connection avoids them. */
+  const names: string[] = [];
+  const adminDb = () => maintenanceDb(names);
   let globalsWarned = false;
-  let entries = 0;
-  let bytes = 0;
-  let done = false;
-  const adminDb = () => maintenanceDb(targets.map((t) => t.name));
-
-  const allowed = (name: string) =>
-    config.all ? !name.includes("__ferry_") : config.databases.includes(name);
-
-  async function createTemp(t: Target): Promise<void> {
-    // The new database copies the original's owner, encoding and locale (including an ICU
-    // locale provider, PostgreSQL 15+) when there is one. to_jsonb reads the row whatever
-    // the server's catalogue columns are called (daticulocale became datlocale in 17).
-    const rows = await psql(
-      config,
-      adminDb(),
-      `SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), to_jsonb(d)::text FROM pg_database d WHERE datname = ${quoteLiteral(t.name)}`,
-      signal,
-    );
-    const r = rows[0];
-    let opts = "";
-    if (r !== undefined) {
-      const d = JSON.parse(r[2] ?? "{}") as Record<string, string | null>;
-      opts = ` OWNER ${quoteIdent(r[0] ?? "")} ENCODING ${quoteLiteral(r[1] ?? "")} LC_COLLATE ${quoteLiteral(d.datcollate ?? "")} LC_CTYPE ${quoteLiteral(d.datctype ?? "")}`;
-      const icu = d.datlocale ?? d.daticulocale;
-      if (d.datlocprovider === "i" && typeof icu === "string") {
-        opts += ` LOCALE_PROVIDER icu ICU_LOCALE ${quoteLiteral(icu)}`;
-      }
-    }
-    await psql(
-      config,
-      adminDb(),
-      `CREATE DATABASE ${quoteIdent(t.temp)} TEMPLATE template0${opts}`,
-      signal,
-    );
-    t.created = true;
-    t.restore = pgHelper(
-      config,
-      ["pg_restore", "--no-password", "--exit-on-error", `--dbname=${conninfo(t.temp)}`],
-      { label: `pg_restore into ${t.temp}`, signal, stdin: "pipe", stdout: "ignore" },
-    );
-  }
-
-  async function finishTarget(t: Target): Promise<void> {
-    if (t.finished || t.restore === undefined) return;
-    t.finished = true;
-    await finishHelper(t.restore);
-  }
-
-  async function dropTemps(): Promise<void> {
-    for (const t of targets) {
-      if (t.restore !== undefined && !t.finished) {
-        t.restore.kill();
-        await t.restore.done.catch(() => {});
-      }
-      if (!t.created) continue;
-      const force = info.serverVersionNum >= 130000 ? " WITH (FORCE)" : "";
-      try {
-        // Not the request's signal: cleanup must run after a cancel too.
-        await psql(
-          config,
-          adminDb(),
-          `DROP DATABASE IF EXISTS ${quoteIdent(t.temp)}${force}`,
-          AbortSignal.timeout(120_000),
-        );
-        t.created = false;
-      } catch (err) {
-        ctx.warnings.push(`could not drop the temporary database ${t.temp}: ${describeError(err)}`);
-      }
-    }
-  }
 
   /** One transaction: terminate sessions on each original and swap the names. */
-  async function swap(): Promise<void> {
+  async function swapNames(targets: readonly DbTarget[]): Promise<void> {
     const terminate = (name: string) =>
       `SELECT count(pg_terminate_backend(pid${info.serverVersionNum >= 140000 ? ", 5000" : ""})) FROM pg_stat_activity WHERE datname = ${quoteLiteral(name)} AND pid <> pg_backend_pid();`;
     const existing = new Set(
@@ -179,92 +91,87 @@ export async function openRestore(
     }
   }
 
-  return {
-    async entry(h: TarHeader) {
-      entries++;
-      if (h.type !== "file") throw invalid(`${h.path} is not a file`);
-      if (h.path === META_PATH) {
-        currentKind = "meta";
-        return;
-      }
-      if (parsePartPath(h.path, GLOBALS_PREFIX, "sql") !== undefined) {
-        currentKind = "globals";
+  const dropDatabase = (name: string, cleanup: AbortSignal) =>
+    psql(config, adminDb(), `DROP DATABASE IF EXISTS ${quoteIdent(name)}${force}`, cleanup).then(
+      () => {},
+    );
+
+  return openDbRestore(
+    {
+      driver: "postgres",
+      ext: "pgdump",
+      id: newRestoreId(),
+      stagingName,
+      declares: (name) =>
+        config.all ? !name.includes("__ferry_") : config.databases.includes(name),
+
+      otherEntry(path) {
+        if (path === META_PATH) return true;
+        if (parsePartPath(path, GLOBALS_PREFIX, "sql") === undefined) return false;
         if (!globalsWarned) {
           ctx.warnings.push(
             "roles and tablespaces (data/globals) are not restored automatically; extract them and apply with psql -f if needed",
           );
           globalsWarned = true;
         }
-        return;
-      }
-      const m = /^data\/db\/([^/]+)\/[^/]+$/.exec(h.path);
-      const name = m === null ? undefined : decodeSegment(m[1] as string);
-      if (m === null || name === undefined) throw invalid(`unexpected entry ${h.path}`);
-      const index = parsePartPath(h.path, `${DB_PREFIX}/${m[1]}`, "pgdump");
-      if (index === undefined) throw invalid(`unexpected entry ${h.path}`);
-      if (!allowed(name)) {
-        throw invalid(`database ${JSON.stringify(name)} is not one this application declares`);
-      }
-      currentKind = "db";
-      if (current !== undefined && current.name === name) {
-        if (index !== current.parts) throw invalid(`${h.path}: expected part ${current.parts}`);
-        current.parts++;
-        return;
-      }
-      if (targets.some((t) => t.name === name)) throw invalid(`database ${name} appears twice`);
-      if (index !== 0) throw invalid(`${h.path}: the first part is missing`);
-      if (current !== undefined) await finishTarget(current);
-      const t: Target = {
-        name,
-        temp: stagingName(name, "restore", id),
-        old: stagingName(name, "old", id),
-        created: false,
-        parts: 1,
-        finished: false,
-      };
-      targets.push(t);
-      current = t;
-      await createTemp(t);
-    },
-    async data(chunk: Buffer) {
-      bytes += chunk.length;
-      if (currentKind !== "db") return;
-      await writeToHelper(current?.restore as Helper, chunk);
-    },
-    async entryEnd() {},
-    async commit() {
-      if (done) throw new FerryError("INTERNAL", "restore session used twice");
-      done = true;
-      try {
-        if (targets.length === 0) throw invalid("it holds no database dump");
-        for (const t of targets) await finishTarget(t);
-        await swap();
-      } catch (err) {
-        await dropTemps();
-        throw err;
-      }
-      for (const t of targets) {
-        t.created = false;
-        const force = info.serverVersionNum >= 130000 ? " WITH (FORCE)" : "";
-        try {
-          await psql(
-            config,
-            adminDb(),
-            `DROP DATABASE IF EXISTS ${quoteIdent(t.old)}${force}`,
-            AbortSignal.timeout(120_000),
-          );
-        } catch (err) {
-          ctx.warnings.push(
-            `restored ${t.name}, but could not drop the old database ${t.old}: ${describeError(err)}`,
-          );
+        return true;
+      },
+
+      async createScratch(t) {
+        names.push(t.name);
+        // The new database copies the original's owner, encoding and locale (including an ICU
+        // locale provider, PostgreSQL 15+) when there is one. to_jsonb reads the row whatever
+        // the server's catalogue columns are called (daticulocale became datlocale in 17).
+        const rows = await psql(
+          config,
+          adminDb(),
+          `SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), to_jsonb(d)::text FROM pg_database d WHERE datname = ${quoteLiteral(t.name)}`,
+          signal,
+        );
+        const r = rows[0];
+        let opts = "";
+        if (r !== undefined) {
+          const d = JSON.parse(r[2] ?? "{}") as Record<string, string | null>;
+          opts = ` OWNER ${quoteIdent(r[0] ?? "")} ENCODING ${quoteLiteral(r[1] ?? "")} LC_COLLATE ${quoteLiteral(d.datcollate ?? "")} LC_CTYPE ${quoteLiteral(d.datctype ?? "")}`;
+          const icu = d.datlocale ?? d.daticulocale;
+          if (d.datlocprovider === "i" && typeof icu === "string") {
+            opts += ` LOCALE_PROVIDER icu ICU_LOCALE ${quoteLiteral(icu)}`;
+          }
         }
-      }
-      return { entries, bytes };
+        await psql(
+          config,
+          adminDb(),
+          `CREATE DATABASE ${quoteIdent(t.temp)} TEMPLATE template0${opts}`,
+          signal,
+        );
+      },
+
+      startLoad: (t) =>
+        pgHelper(
+          config,
+          ["pg_restore", "--no-password", "--exit-on-error", `--dbname=${conninfo(t.temp)}`],
+          { label: `pg_restore into ${t.temp}`, signal, stdin: "pipe", stdout: "ignore" },
+        ),
+
+      dropDatabase,
+
+      async swap(targets) {
+        await swapNames(targets);
+        for (const t of targets) {
+          t.swapped = true;
+          t.created = false;
+        }
+        for (const t of targets) {
+          try {
+            await dropDatabase(t.old, cleanupSignal());
+          } catch (err) {
+            ctx.warnings.push(
+              `restored ${t.name}, but could not drop the old database ${t.old}: ${describeError(err)}`,
+            );
+          }
+        }
+      },
     },
-    async abort() {
-      if (done) return;
-      done = true;
-      await dropTemps();
-    },
-  };
+    ctx,
+  );
 }

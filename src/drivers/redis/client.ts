@@ -1,5 +1,9 @@
-/** Opening a Redis connection for the driver: no retries, no offline queue, bounded waits. */
-import { Redis } from "ioredis";
+/**
+ * Opening a Redis connection for the driver: no retries, no offline queue, bounded waits.
+ * ioredis is loaded on first use: it adds some 25 MB to the resident size of a ferryd
+ * that may serve no Redis application at all (bench/README.md, ferryd's memory).
+ */
+import type { Redis } from "ioredis";
 import { FerryError } from "../../core/errors.js";
 import { readTrustedText } from "../../core/trusted-file.js";
 import type { RedisConnection } from "./config.js";
@@ -26,6 +30,7 @@ export async function connectRedis(
 ): Promise<Redis> {
   signal?.throwIfAborted();
   const password = readPassword(conn);
+  const { Redis } = await import("ioredis");
   const r = new Redis({
     host: conn.host,
     port: conn.port,

@@ -30,6 +30,7 @@ import type { Redis } from "ioredis";
 import type { TarHeader } from "../../core/archive/tar.js";
 import { FerryError } from "../../core/errors.js";
 import { timeoutMs } from "../common.js";
+import { archiveInvalid } from "../db/restore.js";
 import { Spool, writeAll } from "../spool.js";
 import type { RestoreContext, RestoreSession } from "../types.js";
 import { KEYS_ENTRY, META_ENTRY, RDB_ENTRY } from "./backup.js";
@@ -40,10 +41,6 @@ import { decodeRecords, type KeyRecord } from "./format.js";
 const BATCH_KEYS = 500;
 const BATCH_BYTES = 8 * 1024 * 1024;
 const MAX_META = 64 * 1024;
-
-function invalid(message: string): FerryError {
-  return new FerryError("ARCHIVE_INVALID", message);
-}
 
 function printable(key: Buffer): string {
   return JSON.stringify(key.toString("latin1").slice(0, 200));
@@ -136,7 +133,7 @@ export async function openRestore(
 
   return {
     async entry(h: TarHeader) {
-      if (h.type !== "file") throw invalid(`unexpected ${h.type} ${JSON.stringify(h.path)}`);
+      if (h.type !== "file") throw archiveInvalid(`unexpected ${h.type} ${JSON.stringify(h.path)}`);
       if (h.path === META_ENTRY && current === undefined && metaBytes === 0) {
         current = "meta";
       } else if (h.path === KEYS_ENTRY && keysFd === undefined && !keysStaged) {
@@ -145,7 +142,7 @@ export async function openRestore(
       } else if (h.path === RDB_ENTRY) {
         throw new FerryError("RESTORE_NOT_ALLOWED", "an rdb-mode archive is not restored online");
       } else {
-        throw invalid(`unexpected entry ${JSON.stringify(h.path)} in a redis archive`);
+        throw archiveInvalid(`unexpected entry ${JSON.stringify(h.path)} in a redis archive`);
       }
       entries++;
     },
@@ -153,12 +150,12 @@ export async function openRestore(
       bytes += chunk.length;
       if (current === "meta") {
         metaBytes += chunk.length;
-        if (metaBytes > MAX_META) throw invalid(`${META_ENTRY} is too large`);
+        if (metaBytes > MAX_META) throw archiveInvalid(`${META_ENTRY} is too large`);
         meta.push(Buffer.from(chunk));
       } else if (current === "keys" && keysFd !== undefined) {
         await writeAll(keysFd, chunk);
       } else {
-        throw invalid("data outside an entry");
+        throw archiveInvalid("data outside an entry");
       }
     },
     async entryEnd() {
@@ -177,7 +174,7 @@ export async function openRestore(
         try {
           JSON.parse(Buffer.concat(meta).toString("utf8"));
         } catch {
-          throw invalid(`${META_ENTRY} is not JSON`);
+          throw archiveInvalid(`${META_ENTRY} is not JSON`);
         }
         meta = [];
       }
@@ -188,7 +185,7 @@ export async function openRestore(
       const timeout = AbortSignal.timeout(timeoutMs(config));
       const signal = AbortSignal.any([ctx.signal, timeout]);
       try {
-        if (!keysStaged) throw invalid(`the archive holds no ${KEYS_ENTRY}`);
+        if (!keysStaged) throw archiveInvalid(`the archive holds no ${KEYS_ENTRY}`);
         if (config.staging_db !== undefined) {
           await commitViaStagingDb(config, config.staging_db, records, signal);
         } else {

@@ -45,6 +45,7 @@ import {
   unlinkAt,
 } from "../../core/sys.js";
 import { timeoutMs } from "../common.js";
+import { archiveInvalid } from "../db/restore.js";
 import { writeAll } from "../spool.js";
 import type { RestoreContext, RestoreSession } from "../types.js";
 import { setWal } from "./backup.js";
@@ -94,10 +95,6 @@ export function walFlag(dirfd: number, name: string): boolean | undefined {
 }
 
 const SQLITE_MAGIC = Buffer.from("SQLite format 3\0", "latin1");
-
-function invalid(message: string): FerryError {
-  return new FerryError("ARCHIVE_INVALID", message);
-}
 
 export async function openRestore(
   config: SqliteConfig,
@@ -164,9 +161,9 @@ export async function openRestore(
   return {
     async entry(h: TarHeader) {
       if (h.path !== SQLITE_ENTRY || h.type !== "file") {
-        throw invalid(`unexpected entry ${JSON.stringify(h.path)} in an sqlite archive`);
+        throw archiveInvalid(`unexpected entry ${JSON.stringify(h.path)} in an sqlite archive`);
       }
-      if (seen) throw invalid(`${SQLITE_ENTRY} appears twice`);
+      if (seen) throw archiveInvalid(`${SQLITE_ENTRY} appears twice`);
       seen = true;
       try {
         fd = openBeneath(dirfd, staged, O_WRONLY | O_CREAT | O_EXCL, 0o600);
@@ -176,7 +173,7 @@ export async function openRestore(
       }
     },
     async data(chunk: Buffer) {
-      if (fd === undefined) throw invalid("data outside an entry");
+      if (fd === undefined) throw archiveInvalid("data outside an entry");
       try {
         await writeAll(fd, chunk);
       } catch (err) {
@@ -185,7 +182,7 @@ export async function openRestore(
       bytes += chunk.length;
     },
     async entryEnd() {
-      if (fd === undefined) throw invalid("entry end outside an entry");
+      if (fd === undefined) throw archiveInvalid("entry end outside an entry");
       // Group and mode follow the live file, if it is one (not a symlink the owner put there).
       const found = statOrUndefined(dirfd, base);
       const live = found !== undefined && (found.mode & S_IFMT) === S_IFREG ? found : undefined;
@@ -202,7 +199,7 @@ export async function openRestore(
     async commit() {
       let swapped = false;
       try {
-        if (!complete) throw invalid(`the archive holds no ${SQLITE_ENTRY}`);
+        if (!complete) throw archiveInvalid(`the archive holds no ${SQLITE_ENTRY}`);
         // Checked only now, on bytes whose end record verified: a damaged transfer is
         // reported as such by the archive reader, not as a damaged database.
         await checkIntegrity();

@@ -1,6 +1,7 @@
 /**
  * Streaming a helper's output (a database dump) into archive entries, and archive entries
- * back into a helper's input, without holding a whole dump in memory or on disk.
+ * back into a helper's input, without holding a whole dump in memory or on disk. Used by
+ * the postgres and mariadb drivers (their restores share ./restore.ts).
  *
  * Why parts instead of one entry per dump: a tar header carries the body's size, and a
  * dump tool cannot say its output size before it has finished. The two obvious ways out
@@ -19,12 +20,20 @@
  * dump part was emitted can come from a failed helper.
  */
 import type { Readable, Writable } from "node:stream";
-import type { ArchiveEntry } from "./archive/writer.js";
-import { FerryError } from "./errors.js";
-import type { Helper } from "./spawn.js";
+import type { ArchiveEntry } from "../../core/archive/writer.js";
+import { FerryError } from "../../core/errors.js";
+import type { Helper } from "../../core/spawn.js";
 
 export const PART_BYTES = 8 * 1024 * 1024;
 const PART_DIGITS = 8;
+
+/** Where the database drivers put each database's dump: `data/db/<encoded name>/`. */
+export const DB_PREFIX = "data/db";
+
+/** The archive folder of database `name`'s dump parts. */
+export function dbPrefix(name: string): string {
+  return `${DB_PREFIX}/${encodeSegment(name)}`;
+}
 
 /** Archive path of part `index` of a stream: `PREFIX/00000042.EXT`. */
 export function partPath(prefix: string, index: number, ext: string): string {
