@@ -7,7 +7,10 @@
  * - doctor-read-only-parent: a restorable files app and an sqlite app whose directories are
  *   on a read-only filesystem (a tmpfs remounted read-only: what ProtectSystem=strict
  *   without ReadWritePaths= looks like to ferryd) FAIL, with ReadWritePaths= as the fix;
- *   and the sqlite restore itself says READ_ONLY_FILESYSTEM naming the directory.
+ *   and the restores themselves say READ_ONLY_FILESYSTEM naming the directory and the fix.
+ * - restore-disk-full-blamed-on-archive: a files restore that runs out of space (a 4 MiB
+ *   tmpfs) is DISK_FULL naming the directory, not an "inconsistent archive"; the doctor
+ *   warned about the space beforehand.
  * - doctor-probe-symlink-planted: a symlink at the probe's name, to a directory outside or
  *   to nowhere, is neither followed nor removed: nothing is created or removed outside,
  *   and the doctor FAILs naming it.
@@ -99,6 +102,20 @@ describe("ferry doctor: the traps of a first day", {
       writeFileSync(join(dir, "ro-tree/data/a.txt"), "a\n");
       execFileSync("chown", ["-R", `${app.name}:${app.name}`, join(dir, "ro-tree/data")]);
     });
+    // Room for the data, not for a second copy of it.
+    mkdirSync(join(dir, "small"));
+    execFileSync("mount", [
+      "-t",
+      "tmpfs",
+      "-o",
+      "mode=0755,size=4m",
+      "ferry-doctor-small",
+      join(dir, "small"),
+    ]);
+    mounts.push(join(dir, "small"));
+    mkdirSync(join(dir, "small/data"));
+    writeFileSync(join(dir, "small/data/big.bin"), Buffer.alloc(2_500_000, 1));
+    execFileSync("chown", ["-R", `${app.name}:${app.name}`, join(dir, "small/data")]);
     readOnly(join(dir, "ro-db"), () => {
       chownSync(join(dir, "ro-db"), app.uid, app.gid);
       sql(join(dir, "ro-db/app.db"), "CREATE TABLE t(x); INSERT INTO t VALUES (1);");
@@ -122,6 +139,7 @@ describe("ferry doctor: the traps of a first day", {
         files("tree", join(dir, "tree/data")) +
         files("planted", join(dir, "planted/data")) +
         files("rotree", join(dir, "ro-tree/data")) +
+        files("small", join(dir, "small/data")) +
         sqlite("okdb", join(dir, "db/ok.db")) +
         sqlite("lockeddb", join(dir, "db/locked.db")) +
         sqlite("rodb", join(dir, "ro-db/app.db")) +
@@ -141,6 +159,16 @@ describe("ferry doctor: the traps of a first day", {
     }
     if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
   });
+
+  /** A directory the backup user may write archives into. */
+  const outDir = () => {
+    const out = join(dir, "out");
+    if (!existsSync(out)) {
+      mkdirSync(out);
+      chownSync(out, backup.uid, backup.gid);
+    }
+    return out;
+  };
 
   const doctor = async () => {
     const r = await ferry(socket, ["doctor"], { user: backup });
@@ -238,10 +266,7 @@ describe("ferry doctor: the traps of a first day", {
     assert.match(db, /^ {5}fix: .*ReadWritePaths=/m);
 
     // What the doctor predicted: the restore fails, saying where and what to do.
-    const out = join(dir, "out");
-    mkdirSync(out);
-    chownSync(out, backup.uid, backup.gid);
-    const archive = join(out, "rodb.tar");
+    const archive = join(outDir(), "rodb.tar");
     const exp = await ferry(socket, ["export", "rodb", "-o", archive], { user: backup });
     assert.equal(exp.code, 0, exp.stderr);
     const imp = await ferry(socket, ["import", "rodb", "-i", archive], { user: backup });
@@ -250,6 +275,45 @@ describe("ferry doctor: the traps of a first day", {
       imp.stderr,
       /creating \.app\.db\.ferry-restore-[0-9a-f]{12} in .*ro-db failed \(EROFS\): .*ro-db is read-only for ferryd\. .*ReadWritePaths=.* \[READ_ONLY_FILESYSTEM\]/,
     );
+    const treeArchive = join(outDir(), "rotree.tar");
+    assert.equal(
+      (await ferry(socket, ["export", "rotree", "-o", treeArchive], { user: backup })).code,
+      0,
+    );
+    const treeImp = await ferry(socket, ["import", "rotree", "-i", treeArchive], { user: backup });
+    assert.equal(treeImp.code, 1);
+    assert.match(
+      treeImp.stderr,
+      /^ferry: mkdirat \.data\.ferry-restore-[0-9a-f]{12} in .*ro-tree failed \(EROFS\): .*ro-tree is read-only for ferryd\. Under systemd \(ProtectSystem=strict\) add it to ReadWritePaths= .* \[READ_ONLY_FILESYSTEM\]$/m,
+    );
+    assert.deepEqual(readdirSync(join(dir, "state/journal")), [], "no journal is left");
+  });
+
+  test("restore-disk-full-blamed-on-archive: a restore out of space is DISK_FULL, with a warning first", async () => {
+    const r = await doctor();
+    const small = linesOf(r.out, "small");
+    assert.match(
+      small,
+      /^WARN app small \(files\): a restore can stage beside .*small\/data/m,
+      r.out,
+    );
+    assert.match(
+      small,
+      /^ {5}fix: less than 1 GiB is free beside .*small\/data, and a restore stages a full copy of it there$/m,
+    );
+    const archive = join(outDir(), "small.tar");
+    assert.equal(
+      (await ferry(socket, ["export", "small", "-o", archive], { user: backup })).code,
+      0,
+    );
+    const imp = await ferry(socket, ["import", "small", "-i", archive], { user: backup });
+    assert.equal(imp.code, 1);
+    assert.match(
+      imp.stderr,
+      /^ferry: writing data\/0\/big\.bin into the staging tree in .*small failed \(ENOSPC\): the filesystem of .*small is full.* \[DISK_FULL\]$/m,
+    );
+    assert.deepEqual(readdirSync(join(dir, "small")), ["data"], "the staging tree was removed");
+    assert.deepEqual(readdirSync(join(dir, "small/data")), ["big.bin"]);
   });
 
   test("doctor-probe-symlink-planted: a symlink at the probe's name is not followed, created through or removed", async () => {

@@ -16,6 +16,7 @@
  * (restore-commit.ts), so a directory's final mode cannot keep the restore out of it.
  */
 import { closeSync, fchmodSync, fchownSync, write } from "node:fs";
+import { dirname } from "node:path";
 import {
   checkLinkTarget,
   parseArchivePath,
@@ -25,6 +26,7 @@ import {
 import type { TarHeader } from "../../core/archive/tar.js";
 import { FerryError } from "../../core/errors.js";
 import { failpoint } from "../../core/failpoint.js";
+import { errnoOf, fsCodeOf, fsFailure } from "../../core/fs-errors.js";
 import { explain, openBeneath, RESOLVE_STRICT } from "../../core/safe-fs.js";
 import {
   lchownAt,
@@ -67,10 +69,21 @@ interface OpenFile {
   pos: number;
   pending: Buffer[];
   pendingBytes: number;
+  /** Its archive path and the directory its staging tree is in, for messages. */
+  path: string;
+  dir: string;
 }
 
-/** Writes what was gathered for an open file, at its position. */
+/** Writes what was gathered for an open file, at its position; a full disk says so. */
 async function flush(f: OpenFile): Promise<void> {
+  try {
+    await flushPending(f);
+  } catch (err) {
+    throw fsFailure(err, `writing ${f.path} into the staging tree`, f.dir) ?? err;
+  }
+}
+
+async function flushPending(f: OpenFile): Promise<void> {
   if (f.pendingBytes === 0) return;
   const buf = f.pending.length === 1 ? (f.pending[0] as Buffer) : Buffer.concat(f.pending);
   f.pending = [];
@@ -144,7 +157,14 @@ export class Extractor {
           return;
         case "file": {
           const fd = openBeneath(pfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
-          this.current = { fd, pos: 0, pending: [], pendingBytes: 0 };
+          this.current = {
+            fd,
+            pos: 0,
+            pending: [],
+            pendingBytes: 0,
+            path: h.path,
+            dir: dirname(root.path),
+          };
           return;
         }
         case "symlink":
@@ -164,6 +184,10 @@ export class Extractor {
     } catch (err) {
       if (err instanceof SysError && err.errnoName === "EEXIST")
         throw unsafe(`entry ${JSON.stringify(h.path)} appears twice`);
+      // No space or no inodes left is the disk's doing, not the archive's.
+      if (fsCodeOf(errnoOf(err)) === "DISK_FULL") {
+        throw fsFailure(err, `creating ${h.path} in the staging tree`, dirname(root.path)) ?? err;
+      }
       if (err instanceof SysError) {
         throw unsafe(
           `cannot create ${JSON.stringify(h.path)} (${explain(err)}): the archive is inconsistent`,
