@@ -69,7 +69,8 @@ export interface AppDetail extends AppSummary {
   description: Record<string, unknown>;
 }
 
-export type JobKind = "backup" | "restore";
+/** "dry-run": `POST /v1/apps/{app}/restore?dry_run=1`, which changes nothing. */
+export type JobKind = "backup" | "restore" | "dry-run";
 export type JobState = "running" | "succeeded" | "failed" | "cancelled";
 
 /** A backup or restore as `GET /v1/jobs` and `GET /v1/jobs/{id}` describe it. */

@@ -30,7 +30,11 @@ Commands:
   apps [--json]              list the applications ferryd serves, with their health
   export APP [-o FILE]       write APP's archive to FILE (default: stdout), verified
   export APP… | --all -o DIR each application to DIR/APP.tar; goes on past failures
-  import APP [-i FILE]       restore APP from the archive in FILE (default: stdin)
+  import APP [-i FILE] [--dry-run] [--yes] [--keep-old]
+                             restore APP from the archive in FILE (default: stdin); on a
+                             terminal it asks first (--yes: do not ask); --dry-run shows
+                             what would be added, removed and changed, changing nothing;
+                             --keep-old keeps the replaced files tree beside the new one
   jobs [--json]              running and recent backups and restores
   cancel ID                  cancel a running job (helpers killed, post hooks run, restores rolled back)
   doctor                     check the socket, the peer check, ferryd's uid and capabilities,
@@ -90,7 +94,12 @@ const COMMANDS: Record<string, Options> = {
   jobs: { json: { type: "boolean" } },
   cancel: {},
   doctor: {},
-  import: { input: { type: "string", short: "i" } },
+  import: {
+    input: { type: "string", short: "i" },
+    "dry-run": { type: "boolean" },
+    yes: { type: "boolean", short: "y" },
+    "keep-old": { type: "boolean" },
+  },
   version: { json: { type: "boolean" } },
   init: { ...REPO, "insecure-no-password": { type: "boolean" } },
   backup: {
@@ -290,7 +299,13 @@ async function main(): Promise<number> {
     }
     case "import":
       want(1, "one application name");
-      return importCommand(client, { app: pos[0] as string, input: v.input as string | undefined });
+      return importCommand(client, {
+        app: pos[0] as string,
+        input: v.input as string | undefined,
+        dryRun: v["dry-run"] === true,
+        yes: v.yes === true,
+        keepOld: v["keep-old"] === true,
+      });
     case "version": {
       want(0, "no arguments");
       const info = await client.json<VersionInfo>("GET", "/v1/version");

@@ -44,11 +44,53 @@ export interface DriverContext {
 export interface RestoreContext extends DriverContext {
   /** The archive's manifest (already checked: format, app, driver). */
   manifest: Manifest;
+  /**
+   * Keep the data the restore replaces instead of removing it (`ferry import --keep-old`);
+   * only asked of a driver that says `keepsOld`.
+   */
+  keepOld?: boolean;
 }
 
 export interface RestoreResult {
   entries: number;
   bytes: number;
+  /** With `keepOld`: where the replaced data was kept (absolute paths). */
+  kept?: string[];
+}
+
+/**
+ * A dry run of a restore (`ferry import --dry-run`): receives the archive like a restore
+ * session, checks every entry by the restore's own rules, compares it with the live data,
+ * and changes nothing anywhere — no staging, no journal, no hook.
+ */
+export interface DryRunSession {
+  entry(h: TarHeader): Promise<void>;
+  data(chunk: Buffer): Promise<void>;
+  entryEnd(h: TarHeader): Promise<void>;
+  /** The archive verified: what a restore would change. */
+  finish(): Promise<DryRunResult>;
+  /** Something failed; release what the session holds. */
+  abort(reason: unknown): Promise<void>;
+}
+
+/** One difference between the archive and the live data. */
+export interface DryRunChange {
+  change: "added" | "removed" | "changed";
+  /** The live path (absolute). */
+  path: string;
+  /** For "changed": what differs ("type", "content", "mode", "mtime", "owner", "target", "link"). */
+  what?: string[];
+}
+
+export interface DryRunResult {
+  added: number;
+  removed: number;
+  changed: number;
+  unchanged: number;
+  /** The first differences, in archive order, then the removed ones. */
+  changes: DryRunChange[];
+  /** More differences than `changes` lists. */
+  truncated: boolean;
 }
 
 export interface RestoreSession {
@@ -93,6 +135,13 @@ export interface Driver<C = unknown> {
   manifest(config: C): Record<string, unknown>;
   backup(config: C, ctx: DriverContext): AsyncIterable<ArchiveEntry>;
   restore?(config: C, ctx: RestoreContext): Promise<RestoreSession>;
+  /** The restore can keep the data it replaces (`RestoreContext.keepOld`). */
+  readonly keepsOld?: boolean;
+  /**
+   * A dry run of `restore`, entry by entry against the live data (see `DryRunSession`).
+   * Without it, a dry run verifies the archive and says the driver replaces the data whole.
+   */
+  dryRun?(config: C, ctx: RestoreContext): Promise<DryRunSession>;
   /**
    * Called once at ferryd's start, before it serves anything: finish or roll back restores
    * that a crash interrupted (journals in `state`), after checking each journal against the

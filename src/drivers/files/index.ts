@@ -14,6 +14,7 @@ import { backup } from "./backup.js";
 import { type FilesConfig, filesSchema } from "./config.js";
 import { recoverRestores } from "./journal.js";
 import { openRestore } from "./restore.js";
+import { openDryRun } from "./restore-compare.js";
 
 export const filesDriver: Driver<FilesConfig> = {
   name: "files",
@@ -57,6 +58,10 @@ export const filesDriver: Driver<FilesConfig> = {
   backup,
 
   restore: openRestore,
+
+  keepsOld: true,
+
+  dryRun: (config, ctx) => openDryRun(config, ctx),
 
   recover(state, apps, log) {
     recoverRestores(state, apps, log);

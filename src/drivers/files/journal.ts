@@ -69,6 +69,11 @@ export interface Journal {
   phase: Phase;
   started: string;
   roots: JournalRoot[];
+  /**
+   * `ferry import --keep-old`: after the swap each old tree is renamed to `keptName`
+   * (beside the live one) instead of being removed, by the restore and by recovery alike.
+   */
+  keepOld?: boolean;
 }
 
 const JOURNAL_DIR = "journal";
@@ -86,6 +91,11 @@ export function newRestoreId(random: Buffer): string {
 /** The staging directory's name for declared path `path` and restore `id`. */
 export function stagingName(path: string, id: string): string {
   return `.${basename(path)}.ferry-restore-${id}`;
+}
+
+/** Where `--keep-old` keeps the tree a restore replaced, beside the live `path`. */
+export function keptName(path: string, id: string): string {
+  return `.${basename(path)}.ferry-old-${id}`;
 }
 
 function journalName(app: string): string {
@@ -161,6 +171,7 @@ export function validateJournal(
   if (typeof j.id !== "string" || !RESTORE_ID.test(j.id)) return "malformed restore id";
   if (!PHASES.includes(j.phase as Phase)) return "unknown phase";
   if (typeof j.started !== "string") return "malformed start time";
+  if (j.keepOld !== undefined && typeof j.keepOld !== "boolean") return "malformed keepOld";
   if (!Array.isArray(j.roots) || j.roots.length !== paths.length) {
     return `the roots are not the ${paths.length} declared path(s)`;
   }
@@ -200,6 +211,7 @@ export function validateJournal(
     phase: j.phase as Phase,
     started: j.started,
     roots,
+    ...(j.keepOld === true ? { keepOld: true } : {}),
   };
 }
 
@@ -238,6 +250,26 @@ export function removeOldTree(
   if (root.oldId === undefined)
     return idAt(parentFd, root.staging) === undefined ? "absent" : "foreign";
   return removeDirIfSame(parentFd, root.staging, root.oldId);
+}
+
+/**
+ * After the swap, with `keepOld`: renames the old tree, now at the staging name, to
+ * `keptName` beside it, if it is still the directory that was live (dev:ino); safe to
+ * call again after a crash ("kept" when it is already there).
+ */
+export function keepOldTree(
+  parentFd: number,
+  root: JournalRoot,
+  id: string,
+): "kept" | "absent" | "foreign" {
+  if (!root.existed) return "absent";
+  const kept = keptName(root.path, id);
+  if (root.oldId === undefined) return "foreign";
+  const atStaging = idAt(parentFd, root.staging);
+  if (atStaging === undefined) return idAt(parentFd, kept) === root.oldId ? "kept" : "absent";
+  if (atStaging !== root.oldId) return "foreign";
+  renameAt2(parentFd, root.staging, parentFd, kept, RENAME_NOREPLACE);
+  return "kept";
 }
 
 /**
@@ -331,9 +363,11 @@ export function recoverRestores(
           // Only what ferryd made (the staging tree) or replaced (the old tree) is ever
           // removed, checked by identity: never whatever else is under the name now.
           if (rollForward) swapIn(parentFd, root);
-          const left = rollForward
-            ? removeOldTree(parentFd, root)
-            : removeStaging(parentFd, root, stagingOwner);
+          const left = !rollForward
+            ? removeStaging(parentFd, root, stagingOwner)
+            : j.keepOld === true
+              ? keepOldTree(parentFd, root, j.id)
+              : removeOldTree(parentFd, root);
           if (left === "foreign") {
             log.warn(
               { app, restore: j.id, path: root.path, left: root.staging },

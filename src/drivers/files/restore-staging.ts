@@ -71,6 +71,7 @@ export class Staging {
         phase: "extracting",
         started: new Date().toISOString(),
         roots: [],
+        ...(ctx.keepOld === true ? { keepOld: true } : {}),
       },
       privilege.privileged ? 0 : privilege.uid,
     );
