@@ -42,10 +42,13 @@ async function examine(app: AppConfig, state: StateDir): Promise<DoctorReport> {
   const driver = app.impl;
   try {
     const health = await driver.health(app.settings);
+    // A helper that is not installed (findProgram's words): the package to install.
+    const missing = /(?:^|\s)([A-Za-z0-9._+-]+) is not installed/.exec(health.message)?.[1];
+    const fix = health.fix ?? (missing === undefined ? undefined : installHint(missing));
     checks.push(
       health.ok
         ? { level: "ok", message: health.message }
-        : { level: "fail", message: health.message, ...(health.fix ? { fix: health.fix } : {}) },
+        : { level: "fail", message: health.message, ...(fix === undefined ? {} : { fix }) },
     );
   } catch (err) {
     checks.push({ level: "fail", message: `health check failed: ${(err as Error).message}` });

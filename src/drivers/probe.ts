@@ -173,15 +173,17 @@ export function probeStagingFile(path: string, owner: { uid: number; gid: number
       }
       return failureCheck(err, `creating a staged copy (openat ${name})`, dir);
     }
-    let id: string;
+    const id = idOf(fd);
     try {
+      // As the restore hands its staged copy to the owner.
       fchownSync(fd, owner.uid, owner.gid);
-      id = idOf(fd);
+    } catch (err) {
+      return failureCheck(err, `handing a staged copy to uid ${owner.uid} (fchown)`, dir);
     } finally {
       closeSync(fd);
+      const now = statOrUndefined(dirfd, name);
+      if (now !== undefined && `${now.dev}:${now.ino}` === id) unlinkAt(dirfd, name, false);
     }
-    const now = statOrUndefined(dirfd, name);
-    if (now !== undefined && `${now.dev}:${now.ino}` === id) unlinkAt(dirfd, name, false);
     return {
       level: "ok",
       message: `a restore can stage beside ${path} (made and removed ${dir}/${name})${freeText(dir)}`,
