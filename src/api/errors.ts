@@ -3,7 +3,8 @@
  * command is listed here with its HTTP status, its CLI exit class and what it means;
  * test/api/errors.test.ts checks that each is documented in docs/errors.md.
  *
- * This module imports nothing else of Ferry.
+ * This module imports nothing else of Ferry. It is longer than 300 lines on purpose: it
+ * is one table, read (and reviewed) as a whole, and docs/errors.md is generated from it.
  */
 
 /** How a code ends a `ferry`/`ferryd` command; the numbers are in src/cli/exit-codes.ts. */

@@ -7,7 +7,15 @@
  * The checks ask the kernel as the user running ferry (access(2): read-only filesystems
  * included), so they say what the write or read would meet.
  */
-import { accessSync, constants, lstatSync, openSync, statSync } from "node:fs";
+import {
+  accessSync,
+  closeSync,
+  constants,
+  fstatSync,
+  lstatSync,
+  openSync,
+  statSync,
+} from "node:fs";
 import { dirname, resolve } from "node:path";
 import { FerryError } from "../core/errors.js";
 
@@ -111,10 +119,44 @@ export function openInputFile(path: string): number {
     throw fail(why(err));
   }
   if (!st.isFile()) throw fail("not a regular file");
+  let fd: number;
   try {
-    return openSync(path, "r");
+    // O_NONBLOCK: a FIFO put there since the stat must not hang the open.
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
   } catch (err) {
     const reason = why(err);
     throw fail(`cannot read it: ${reason}${reason === "permission denied" ? owner(path) : ""}`);
   }
+  if (!fstatSync(fd).isFile()) {
+    closeSync(fd);
+    throw fail("not a regular file");
+  }
+  return fd;
+}
+
+/**
+ * A second descriptor of the file open at `fd` (the same inode, not the path again, which
+ * may name another file by now), with its own offset from 0: `ferry import` reads the file
+ * once for the dry run and once for the restore.
+ */
+export function reopenInputFile(fd: number, path: string): number {
+  const before = fstatSync(fd);
+  let again: number;
+  try {
+    again = openSync(`/proc/self/fd/${fd}`, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (err) {
+    throw new FerryError(
+      "INPUT_NOT_READABLE",
+      `-i ${path}: cannot open it again for the restore: ${why(err)}; nothing was sent to ferryd`,
+    );
+  }
+  const after = fstatSync(again);
+  if (after.dev !== before.dev || after.ino !== before.ino) {
+    closeSync(again);
+    throw new FerryError(
+      "INPUT_NOT_READABLE",
+      `-i ${path}: changed while open; nothing was sent to ferryd`,
+    );
+  }
+  return again;
 }

@@ -4,7 +4,7 @@
  * back, and Ctrl-C / SIGTERM, which abort the upload (ferryd then rolls the restore back).
  */
 import type { Readable } from "node:stream";
-import { errorFromBody, type FerryClient, readBody } from "./client.js";
+import { type BodyPump, errorFromBody, type FerryClient, readBody } from "./client.js";
 
 export interface RestoreAnswer {
   entries: number;
@@ -37,7 +37,7 @@ export interface DryRunAnswer {
 export async function uploadRestore<T = RestoreAnswer>(
   client: FerryClient,
   app: string,
-  source: Readable,
+  source: Readable | BodyPump,
   onFailure: () => void,
   query = "",
 ): Promise<T | "interrupted"> {

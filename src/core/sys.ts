@@ -7,6 +7,10 @@
  *
  * Only Linux is supported: openat2 (5.6+) is the foundation of every filesystem rule in
  * docs/security.md, and there is no safe fallback for kernels without it.
+ *
+ * Longer than 300 lines on purpose: every binding of libc lives here, with its constants,
+ * so that the one errno convention (SysError) and the one place that decodes kernel
+ * structures (statx, dirents, ucred) are checked together; each binding is a few lines.
  */
 import koffi from "koffi";
 import { libc } from "./libc.js";

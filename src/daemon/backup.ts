@@ -13,15 +13,14 @@
  * at `limits.job_timeout`, and at shutdown.
  */
 
-import type { IncomingMessage, ServerResponse } from "node:http";
+import type { ServerResponse } from "node:http";
 import { hostname } from "node:os";
 import type { EndRecord } from "../api/types.js";
 import { BlockPool, writeArchive } from "../core/archive/writer.js";
 import { describeError, FerryError, toFerryError } from "../core/errors.js";
 import { VERSION } from "../core/version.js";
 import { backupWithHooks } from "../drivers/hooks.js";
-import type { AppConfig } from "./config.js";
-import { type JobHost, type RequestContext, runJob } from "./job-request.js";
+import { type JobHandler, runJob } from "./job-request.js";
 import { sendError } from "./respond.js";
 
 const WINDOW = 8 * 1024 * 1024;
@@ -56,13 +55,7 @@ function drained(res: ServerResponse, signal: AbortSignal, ms: number): Promise<
   });
 }
 
-export function streamBackup(
-  host: JobHost,
-  app: AppConfig,
-  req: IncomingMessage,
-  res: ServerResponse,
-  ctx: RequestContext,
-): Promise<void> {
+export const streamBackup: JobHandler = (host, app, req, res, ctx) => {
   const driver = app.impl;
   req.resume(); // the request body, if any, is not used
   return runJob(host, "backup", app, req, res, ctx, async (job, warnings) => {
@@ -150,4 +143,4 @@ export function streamBackup(
     }
     return { failure, result: { bytes, entries: end?.entries, sha256: end?.sha256 } };
   });
-}
+};

@@ -13,15 +13,13 @@
  * restore would add, remove and change. `?keep_old=1` asks the driver to keep the data
  * it replaces and say where.
  */
-import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Manifest } from "../api/types.js";
 import { ArchiveParser, DEFAULT_LIMITS } from "../core/archive/reader.js";
 import { describeError, FerryError, toFerryError } from "../core/errors.js";
 import { restoreWithHooks } from "../drivers/hooks.js";
 import type { DryRunSession, RestoreSession } from "../drivers/types.js";
 import { consumeBody } from "./body.js";
-import type { AppConfig } from "./config.js";
-import { type JobHost, type RequestContext, runJob } from "./job-request.js";
+import { type JobHandler, runJob } from "./job-request.js";
 import { sendErrorDuringUpload, sendJson } from "./respond.js";
 
 /** What `POST /v1/apps/{app}/restore` is asked to do besides restoring. */
@@ -73,13 +71,7 @@ function verifyOnly(): DryRunSession {
   };
 }
 
-export async function handleRestore(
-  host: JobHost,
-  app: AppConfig,
-  req: IncomingMessage,
-  res: ServerResponse,
-  ctx: RequestContext,
-): Promise<void> {
+export const handleRestore: JobHandler = async (host, app, req, res, ctx) => {
   const driver = app.impl;
   if (!app.restore) {
     throw new FerryError(
@@ -220,4 +212,4 @@ export async function handleRestore(
       };
     },
   );
-}
+};

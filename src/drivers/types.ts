@@ -95,11 +95,14 @@ export interface DryRunResult {
 
 export interface RestoreSession {
   /** Start of a payload entry (paths are archive paths, e.g. "data/0/a.txt"). */
-  entry(h: TarHeader): Promise<void>;
-  /** A chunk of the current entry's body (may be called many times, never for size 0). */
-  data(chunk: Buffer): Promise<void>;
+  entry(h: TarHeader): void | Promise<void>;
+  /**
+   * A chunk of the current entry's body (may be called many times, never for size 0).
+   * Synchronous sessions return nothing, which spares an await per chunk.
+   */
+  data(chunk: Buffer): void | Promise<void>;
   /** The current entry is complete. */
-  entryEnd(h: TarHeader): Promise<void>;
+  entryEnd(h: TarHeader): void | Promise<void>;
   /** The archive verified: make the restored data live. */
   commit(): Promise<RestoreResult>;
   /** Something failed: discard everything staged; the live data must be as it was. */

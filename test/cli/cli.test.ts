@@ -145,6 +145,30 @@ allow_root = true
       assert.ok(v.ferryd.drivers.includes(`${d}.v1`), `driver ${d} listed: ${v.ferryd.drivers}`);
   });
 
+  test("ferry version with ferryd down: ferry's version, then why ferryd is unreachable, exit 4", async () => {
+    const nowhere = join(dir, "no-ferryd-here.sock");
+    const text = await ferry(nowhere, ["version"]);
+    assert.equal(text.code, 4, "4: ferryd unreachable (README's exit codes)");
+    assert.equal(text.stdout.toString(), `ferry ${VERSION}\n`);
+    assert.match(
+      text.stderr,
+      /no ferryd is listening on .*no-ferryd-here\.sock.*\[SERVICE_UNREACHABLE\]/,
+    );
+
+    const j = await ferry(nowhere, ["version", "--json"]);
+    assert.equal(j.code, 4);
+    assert.deepEqual(JSON.parse(j.stdout.toString()), { ferry: VERSION, ferryd: null });
+    assert.match(j.stderr, /\[SERVICE_UNREACHABLE\]/);
+
+    // --version never asks ferryd: exit 0 whether or not one runs, before or after a command.
+    for (const args of [["--version"], ["--version", "apps"]]) {
+      const v = await ferry(nowhere, args);
+      assert.equal(v.code, 0, v.stderr);
+      assert.equal(v.stdout.toString(), `ferry ${VERSION}\n`);
+      assert.equal(v.stderr, "");
+    }
+  });
+
   test("ferry apps --json: every app with its driver, restore flag and health", async () => {
     const r = await ferry(socket, ["apps", "--json"]);
     assert.equal(r.code, 0, r.stderr);

@@ -13,7 +13,7 @@ import {
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { FerryError } from "../../src/core/errors.js";
-import { readTrustedText } from "../../src/core/trusted-file.js";
+import { readTrustedText } from "../../src/core/secret-file.js";
 import { loadConfig, parseConfig } from "../../src/daemon/config.js";
 import { isRoot } from "../helpers/proc.js";
 

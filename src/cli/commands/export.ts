@@ -118,15 +118,29 @@ function fileSink(path: string): Sink {
  * Standard output, written with write(2) directly: no stream, no copy, no queue. A pipe
  * some parent left in non-blocking mode answers EAGAIN when its reader is behind; then
  * the rest goes through process.stdout (a copy, as the caller reuses the buffer), and the
- * caller waits for its drain.
+ * caller waits for its drain. While process.stdout still holds bytes, everything after
+ * them goes the same way: the caller hands over the rest of a read before it waits, and
+ * a direct write(2) then would overtake the queued bytes, shuffling the archive on the
+ * pipe while the verified stream was whole.
  */
 function stdoutSink(): Sink {
+  let viaStream = false; // process.stdout was created (only then is it looked at)
+  let drain: Promise<void> | undefined;
   return {
     write: (chunk) => {
-      const n = writeAll(1, chunk);
-      if (n === chunk.length) return undefined;
-      if (process.stdout.write(Buffer.from(chunk.subarray(n)))) return undefined;
-      return once(process.stdout, "drain").then(() => undefined);
+      let rest = chunk;
+      if (!viaStream || process.stdout.writableLength === 0) {
+        const n = writeAll(1, chunk);
+        if (n === chunk.length) return undefined;
+        rest = chunk.subarray(n);
+        viaStream = true;
+      }
+      if (process.stdout.write(Buffer.from(rest))) return undefined;
+      // One wait for every write queued behind the same drain.
+      drain ??= once(process.stdout, "drain").then(() => {
+        drain = undefined;
+      });
+      return drain;
     },
     commit() {},
     discard() {},

@@ -14,14 +14,14 @@
  * - `--keep-old` (files applications): the replaced tree is kept beside the live one, at
  *   the path printed, instead of being deleted.
  */
-import { createReadStream } from "node:fs";
+import { closeSync } from "node:fs";
 import type { Readable } from "node:stream";
 import { Transform } from "node:stream";
 import { FerryError } from "../../core/errors.js";
-import type { FerryClient } from "../client.js";
+import { type BodyPump, type FerryClient, fileBody } from "../client.js";
 import { confirm, questionTerminal } from "../confirm.js";
 import { EXIT, UsageError } from "../exit-codes.js";
-import { openInputFile } from "../local-paths.js";
+import { openInputFile, reopenInputFile } from "../local-paths.js";
 import { formatBytes, Progress } from "../progress.js";
 import { type DryRunAnswer, type RestoreAnswer, uploadRestore } from "../restore-upload.js";
 
@@ -55,14 +55,20 @@ export async function importCommand(client: FerryClient, opts: ImportOptions): P
   if (opts.dryRun && opts.keepOld) throw new UsageError("--keep-old has no meaning with --dry-run");
   // Opened before any request: ferryd would run the pre-restore hook first.
   const fd = opts.input === undefined ? undefined : openInputFile(opts.input);
-  /** The archive, from the start; a file can be read twice (a dry run, then the restore). */
-  const archive = (last: boolean): Readable =>
-    fd === undefined
-      ? process.stdin
-      : createReadStream("", { fd, start: 0, autoClose: last, highWaterMark: 1 << 20 });
+  try {
+    return await importFrom(client, opts, fd);
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
 
+async function importFrom(
+  client: FerryClient,
+  opts: ImportOptions,
+  fd: number | undefined,
+): Promise<number> {
   if (opts.dryRun) {
-    const r = await dryRun(client, opts.app, archive(true));
+    const r = await dryRun(client, opts.app, fd);
     if (r === "interrupted") return EXIT.INTERRUPTED;
     for (const c of r.changes) {
       const mark = c.change === "added" ? "+" : c.change === "removed" ? "-" : "~";
@@ -78,76 +84,95 @@ export async function importCommand(client: FerryClient, opts: ImportOptions): P
     return EXIT.OK;
   }
 
+  // The restore's pass over a file that a dry run has already read: fileBody reads at the
+  // descriptor's offset, so the second pass gets its own descriptor of the same file.
+  let restoreFd = fd;
   const term = opts.yes === true ? undefined : questionTerminal();
-  if (term !== undefined) {
-    let question = `Replace the live data of ${opts.app} with the archive from stdin?`;
-    if (fd !== undefined) {
-      const r = await dryRun(client, opts.app, archive(false));
-      if (r === "interrupted") {
-        term.close();
-        return EXIT.INTERRUPTED;
+  try {
+    if (term !== undefined) {
+      let question = `Replace the live data of ${opts.app} with the archive from stdin?`;
+      if (fd !== undefined) {
+        restoreFd = reopenInputFile(fd, opts.input as string);
+        const r = await dryRun(client, opts.app, fd);
+        if (r === "interrupted") {
+          term.close();
+          return EXIT.INTERRUPTED;
+        }
+        process.stderr.write(`${summary(opts.app, r)}\n`);
+        question = `Restore ${opts.app} from ${shown(opts.input as string)}${r.removed > 0 ? ` (${r.removed} live entries will be deleted${opts.keepOld ? "" : "; --keep-old keeps them"})` : ""}?`;
       }
-      process.stderr.write(`${summary(opts.app, r)}\n`);
-      question = `Restore ${opts.app} from ${shown(opts.input as string)}${r.removed > 0 ? ` (${r.removed} live entries will be deleted${opts.keepOld ? "" : "; --keep-old keeps them"})` : ""}?`;
+      if (!(await confirm(term, question))) {
+        throw new FerryError(
+          "CANCELLED",
+          `import of ${opts.app} not confirmed; nothing was changed`,
+        );
+      }
     }
-    if (!(await confirm(term, question))) {
-      throw new FerryError("CANCELLED", `import of ${opts.app} not confirmed; nothing was changed`);
-    }
-  }
 
-  const progress = new Progress(`import ${opts.app}`);
-  let sent = 0;
+    const progress = new Progress(`import ${opts.app}`);
+    let sent = 0;
+    const source = body(restoreFd, (n) => {
+      sent += n;
+      progress.update(sent);
+    });
+    const r = await uploadRestore<RestoreAnswer>(
+      client,
+      opts.app,
+      source,
+      () => progress.clear(),
+      opts.keepOld ? "keep_old=1" : "",
+    );
+    if (r === "interrupted") {
+      process.stderr.write(`ferry: import of ${opts.app} interrupted; ferryd rolls it back\n`);
+      return EXIT.INTERRUPTED;
+    }
+    progress.clear();
+    for (const w of r.warnings ?? []) process.stderr.write(`ferry: warning: ${w}\n`);
+    const secs = progress.elapsed();
+    process.stderr.write(
+      `restored ${opts.app}: ${r.entries} entries, ${formatBytes(r.bytes)} of file data from ${formatBytes(sent)} in ${secs.toFixed(1)}s\n`,
+    );
+    for (const k of r.kept ?? []) {
+      process.stderr.write(`kept the replaced data of ${opts.app} at ${shown(k)}\n`);
+    }
+    return EXIT.OK;
+  } finally {
+    if (restoreFd !== undefined && restoreFd !== fd) closeSync(restoreFd);
+  }
+}
+
+/**
+ * The request body: the file at `fd` through fileBody (reused 1 MiB blocks, read from the
+ * descriptor's current offset), or stdin through a counting stream.
+ */
+function body(fd: number | undefined, onBytes: (n: number) => void): BodyPump | Readable {
+  if (fd !== undefined) return fileBody(fd, onBytes);
   const counter = new Transform({
     transform(chunk: Buffer, _enc, cb) {
-      sent += chunk.length;
-      progress.update(sent);
+      onBytes(chunk.length);
       cb(null, chunk);
     },
   });
-  archive(true).pipe(counter);
-  const r = await uploadRestore<RestoreAnswer>(
-    client,
-    opts.app,
-    counter,
-    () => progress.clear(),
-    opts.keepOld ? "keep_old=1" : "",
-  );
-  if (r === "interrupted") {
-    process.stderr.write(`ferry: import of ${opts.app} interrupted; ferryd rolls it back\n`);
-    return EXIT.INTERRUPTED;
-  }
-  progress.clear();
-  for (const w of r.warnings ?? []) process.stderr.write(`ferry: warning: ${w}\n`);
-  const secs = progress.elapsed();
-  process.stderr.write(
-    `restored ${opts.app}: ${r.entries} entries, ${formatBytes(r.bytes)} of file data from ${formatBytes(sent)} in ${secs.toFixed(1)}s\n`,
-  );
-  for (const k of r.kept ?? []) {
-    process.stderr.write(`kept the replaced data of ${opts.app} at ${shown(k)}\n`);
-  }
-  return EXIT.OK;
+  process.stdin.pipe(counter);
+  return counter;
 }
 
 /** Sends the archive as a dry run; progress on a terminal as for the restore itself. */
 async function dryRun(
   client: FerryClient,
   app: string,
-  source: Readable,
+  fd: number | undefined,
 ): Promise<DryRunAnswer | "interrupted"> {
   const progress = new Progress(`dry run ${app}`);
   let sent = 0;
-  const counter = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      sent += chunk.length;
-      progress.update(sent);
-      cb(null, chunk);
-    },
+  const source = body(fd, (n) => {
+    sent += n;
+    progress.update(sent);
   });
-  source.pipe(counter);
   const r = await uploadRestore<DryRunAnswer>(
     client,
     app,
-    counter,
+    source,
     () => progress.clear(),
     "dry_run=1",
   );

@@ -27,7 +27,7 @@ import { closeSync, readSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import { ARCHIVE_FORMAT, END_PATH, type EndRecord, MANIFEST_PATH } from "../../api/types.js";
 import { FerryError } from "../errors.js";
-import { BLOCK, encodeHeader, padding, type TarHeader } from "./tar.js";
+import { BLOCK, encodeHeader, fileEntryHeader, padding, type TarHeader } from "./tar.js";
 
 export interface ArchiveEntry {
   header: TarHeader;
@@ -49,19 +49,7 @@ const TURN_MS = 10;
 const ZEROS = Buffer.alloc(BLOCK * 2);
 
 function metaHeader(path: string, size: number, mtimeSec: number): TarHeader {
-  return {
-    path,
-    type: "file",
-    mode: 0o644,
-    uid: 0,
-    gid: 0,
-    uname: "",
-    gname: "",
-    size,
-    mtimeSec,
-    mtimeNsec: 0,
-    linkpath: "",
-  };
+  return fileEntryHeader(path, size, { mode: 0o644, mtimeSec });
 }
 
 /** Recycles output blocks between the writer and a consumer that returns them. */

@@ -2,7 +2,7 @@ import type { FerryError } from "../../core/errors.js";
 import { inspectSocket } from "../inspect.js";
 import type { Driver } from "../types.js";
 import { backup } from "./backup.js";
-import { fetchInfo } from "./client.js";
+import { fetchInfo } from "./calls.js";
 import { type AgentConfig, agentSchema } from "./config.js";
 import { openRestore } from "./restore.js";
 

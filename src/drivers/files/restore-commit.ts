@@ -31,8 +31,9 @@ import {
   syncFs,
 } from "../../core/sys.js";
 import type { RestoreContext } from "../types.js";
-import { type JournalRoot, keepOldTree, keptName, removeOldTree, swapIn } from "./journal.js";
+import { type JournalRoot, keptName } from "./journal.js";
 import type { StagedRoot, Staging } from "./restore-staging.js";
+import { keepOldTree, removeOldTree, swapIn } from "./swap.js";
 
 /**
  * Directory modes and times, applied at commit: 22 bytes per directory in fixed-size
@@ -223,8 +224,9 @@ export function swapStagingIn(staging: Staging, ctx: RestoreContext): string[] {
     r.stagingFd = -1;
     try {
       if (journal.keepOld === true) {
-        const k = keepOldTree(r.parentFd, journal.roots[i] as JournalRoot, journal.id);
-        if (k === "kept") kept.push(`${dirname(r.path)}/${keptName(r.path, journal.id)}`);
+        const name = keptName(r.path, journal.id);
+        const k = keepOldTree(r.parentFd, journal.roots[i] as JournalRoot, name);
+        if (k === "kept") kept.push(`${dirname(r.path)}/${name}`);
         if (k === "foreign") {
           ctx.warnings.push(
             `the old data of ${r.path} was replaced before it could be kept; left at ${r.staging}`,

@@ -21,15 +21,14 @@ import { O_CLOEXEC, O_DIRECTORY, O_NOFOLLOW, O_PATH, openat2, statFd } from "../
 import type { RestoreContext } from "../types.js";
 import type { FilesConfig } from "./config.js";
 import {
-  idAt,
   type Journal,
   type JournalRoot,
   newRestoreId,
   removeJournal,
-  removeStaging,
   stagingName,
   writeJournal,
 } from "./journal.js";
+import { idAt, removeStaging } from "./swap.js";
 
 /** One declared path being restored: its held parent and its staging tree. */
 export interface StagedRoot {

@@ -46,7 +46,7 @@ import {
 } from "../../core/sys.js";
 import { timeoutMs } from "../common.js";
 import { archiveInvalid } from "../db/restore.js";
-import { writeAll } from "../spool.js";
+import { writeAll } from "../dump-io.js";
 import type { RestoreContext, RestoreSession } from "../types.js";
 import { setWal } from "./backup.js";
 import type { SqliteConfig } from "./config.js";
