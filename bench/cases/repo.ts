@@ -4,7 +4,8 @@
  *
  * - repo-first: a backup into an empty repository (each sample starts from a new one);
  * - repo-unchanged: a further backup of the unchanged tree into a repository that
- *   already holds it;
+ *   already holds it (Ferry's is incremental: ferryd sends a delta against the previous
+ *   snapshot, which the repository completes; restic compares with its parent snapshot);
  * - repo-1pct: after 1% of the files changed (4 KiB each, seeded, a new set per pair,
  *   changed once and then backed up by both), the bytes each repository grew by.
  *
@@ -52,7 +53,7 @@ const DESCRIPTIONS: Record<Kind, string> = {
 
 const TARGETS: Record<Kind, [string, number, boolean]> = {
   first: ["≥ 1.5× restic's throughput", 1.5, true],
-  unchanged: ["no slower than restic (≥ 1.0)", 1.0, true],
+  unchanged: ["≤ 0.5× restic's time (≥ 2.0)", 2.0, true],
   "1pct": ["no more bytes than restic (≤ 1.0)", 1.0, false],
 };
 

@@ -309,6 +309,12 @@ export const ERRORS = {
     description:
       "A repository file is damaged, missing, or fails authentication; `ferry check` names the affected snapshots.",
   },
+  REPO_DELTA_UNRESOLVED: {
+    status: 500,
+    exit: "failure",
+    description:
+      "ferryd sent a delta (files unchanged since the app's latest snapshot) that the repository could not complete from that snapshot; nothing was stored. `ferry backup --force-full` asks for a full archive.",
+  },
   SNAPSHOT_NOT_FOUND: {
     status: 404,
     exit: "failure",

@@ -7,6 +7,12 @@ export const ARCHIVE_FORMAT = 1;
 export const MANIFEST_PATH = ".ferry/manifest.json";
 export const END_PATH = ".ferry/end.json";
 
+/**
+ * A token naming ferryd's index of an earlier backup (the end record's `token`), passed
+ * back as `POST /v1/apps/{app}/backup?since=TOKEN`: 128 random bits, lowercase hex.
+ */
+export const SINCE_TOKEN = /^[0-9a-f]{32}$/;
+
 /** First entry of every archive: what the payload is and how to restore it. */
 export interface Manifest {
   format: number;
@@ -16,6 +22,14 @@ export interface Manifest {
   ferry_version: string;
   host: string;
   created: string; // ISO 8601
+  /**
+   * "full" (every file's data), or "delta": files unchanged since the archive `since`
+   * names carry no data (docs/api.yaml, `since`). Archives made before deltas existed
+   * have no `kind` and are full.
+   */
+  kind?: "full" | "delta";
+  /** The token a delta is relative to. */
+  since?: string;
   /** Driver-specific description, e.g. the files driver's declared paths. */
   [key: string]: unknown;
 }
@@ -27,6 +41,11 @@ export interface EndRecord {
   sha256: string;
   /** Things the backup skipped or noticed (sockets, FIFOs, files that changed size). */
   warnings?: string[];
+  /**
+   * The name of the index ferryd kept of this backup's regular files; pass it as `since`
+   * to get the next backup as a delta. Absent when no index was kept.
+   */
+  token?: string;
 }
 
 export interface VersionInfo {

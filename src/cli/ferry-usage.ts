@@ -23,12 +23,15 @@ Commands:
                              (ferry's is printed even when ferryd cannot be asked)
   init [--insecure-no-password]
                              create a repository (encrypted unless told otherwise)
-  backup APP… | --all [--tag T]… [--to restic:REPO]
-                             one snapshot per application; goes on past failures; with
-                             --to, each verified archive piped to restic backup --stdin
+  backup APP… | --all [--tag T]… [--force-full] [--to restic:REPO]
+                             one snapshot per application; goes on past failures; files
+                             apps send only what changed since their latest snapshot
+                             unless --force-full; with --to, each verified (complete)
+                             archive piped to restic backup --stdin
   snapshots [--app A]        list the repository's snapshots
   ls SNAPSHOT                the entries of a snapshot, like tar -tv
-  dump SNAPSHOT              the stored archive to stdout, byte for byte as ferryd sent it
+  dump SNAPSHOT              the stored archive to stdout (as ferryd sent it; a completed
+                             delta with a freshly computed end record)
   restore SNAPSHOT [--from restic:REPO]
                              restore the snapshot's application through ferryd
   check [--read-data]        verify the repository (and every blob with --read-data)
@@ -92,6 +95,7 @@ export const COMMANDS: Record<string, Options> = {
     all: { type: "boolean" },
     tag: { type: "string", multiple: true },
     to: { type: "string" },
+    "force-full": { type: "boolean" },
   },
   snapshots: { ...REPO, app: { type: "string" } },
   ls: REPO,

@@ -102,6 +102,9 @@ async function main(): Promise<number> {
       if (v.all !== true && pos.length === 0)
         throw new UsageError("backup takes application names or --all");
       if (v.to !== undefined) {
+        // restic gets complete archives only: it never asks ferryd for a delta.
+        if (v["force-full"] === true)
+          throw new UsageError("--force-full is for the repository, not --to");
         return backupToRestic(
           client,
           resticRepo(v.to as string, "--to"),
@@ -115,6 +118,7 @@ async function main(): Promise<number> {
         ro,
         v.all === true ? "all" : pos,
         (v.tag as string[] | undefined) ?? [],
+        v["force-full"] === true,
       );
     }
     case "snapshots":

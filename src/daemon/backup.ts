@@ -20,8 +20,10 @@ import { BlockPool, writeArchive } from "../core/archive/writer.js";
 import { describeError, FerryError, toFerryError } from "../core/errors.js";
 import { VERSION } from "../core/version.js";
 import { backupWithHooks } from "../drivers/hooks.js";
+import type { SinceIndex } from "../drivers/types.js";
 import { type JobHandler, runJob } from "./job-request.js";
 import { sendError } from "./respond.js";
+import { archiveKind, sinceParam } from "./since.js";
 
 const WINDOW = 8 * 1024 * 1024;
 /** Blocks queued for the client at most (a partly filled block still holds a whole one). */
@@ -57,6 +59,7 @@ function drained(res: ServerResponse, signal: AbortSignal, ms: number): Promise<
 
 export const streamBackup: JobHandler = (host, app, req, res, ctx) => {
   const driver = app.impl;
+  const since = sinceParam(req);
   req.resume(); // the request body, if any, is not used
   return runJob(host, "backup", app, req, res, ctx, async (job, warnings) => {
     const idleMs = host.config.limits.idle_timeout * 1000;
@@ -74,6 +77,7 @@ export const streamBackup: JobHandler = (host, app, req, res, ctx) => {
       ...driver.manifest(app.settings),
     };
     let archive: AsyncGenerator<Buffer, EndRecord> | undefined;
+    let index: SinceIndex | undefined;
     const head = () => {
       if (!res.headersSent) {
         res.writeHead(200, {
@@ -86,7 +90,13 @@ export const streamBackup: JobHandler = (host, app, req, res, ctx) => {
       }
     };
     try {
-      const ctxDriver = { app: app.name, signal: job.signal, warnings, state: host.state };
+      const state = host.state;
+      index = driver.openSince?.(
+        app.settings,
+        { app: app.name, state, log: host.log, warnings },
+        since,
+      );
+      const ctxDriver = { app: app.name, signal: job.signal, warnings, state, since: index };
       // Hooks wrap the whole iteration (post_backup also runs when the client goes away).
       // Nothing is sent before the first chunk, so a driver failing at its start (an
       // unreadable path, a dump tool that will not start) is still a JSON error response.
@@ -94,7 +104,14 @@ export const streamBackup: JobHandler = (host, app, req, res, ctx) => {
       // callback), so a steady backup allocates nothing per block.
       const pool = new BlockPool();
       let queued = 0;
-      archive = writeArchive(manifest, backupWithHooks(app, driver, ctxDriver), warnings, pool);
+      // The index of this backup is kept once its last entry is out, before the end record.
+      archive = writeArchive(
+        { ...manifest, ...archiveKind(index) },
+        backupWithHooks(app, driver, ctxDriver),
+        warnings,
+        pool,
+        () => ({ token: index?.complete() }),
+      );
       for (;;) {
         job.signal.throwIfAborted();
         const r = await archive.next();
@@ -140,6 +157,8 @@ export const streamBackup: JobHandler = (host, app, req, res, ctx) => {
         res.addTrailers({ "Ferry-Status": statusTrailer(streamed) });
         res.end();
       }
+    } finally {
+      index?.close();
     }
     return { failure, result: { bytes, entries: end?.entries, sha256: end?.sha256 } };
   });

@@ -27,6 +27,7 @@ import type { TarHeader } from "../core/archive/tar.js";
 import type { ArchiveEntry } from "../core/archive/writer.js";
 import type { Logger } from "../core/log.js";
 import type { StateDir } from "../core/state-dir.js";
+import type { Stat } from "../core/sys.js";
 import type { Finding, InspectEnv } from "./inspect.js";
 
 export interface DriverContext {
@@ -39,6 +40,32 @@ export interface DriverContext {
    * journals and spools live here, never in a directory the backup user can write.
    */
   state: StateDir;
+  /**
+   * For a driver with `openSince`: ferryd's index of an earlier backup to compare with,
+   * and of this one being built (src/drivers/files/since-index.ts).
+   */
+  since?: SinceIndex;
+}
+
+/**
+ * ferryd's memory of the regular files a backup sent (docs/api.yaml, `since`). `lookup`
+ * answers for the earlier backup named by the request's token, `record` builds the index
+ * of this one, which `complete` keeps once the archive is complete.
+ */
+export interface SinceIndex {
+  /** The token this backup is a delta against, or undefined for a full backup. */
+  readonly since: string | undefined;
+  /**
+   * The file's position in the `since` archive when its path, size, mtime, ctime, inode
+   * and device all equal what was indexed there; undefined otherwise.
+   */
+  lookup(path: string, st: Stat): number | undefined;
+  /** The regular file `path` (with the stat its header was made from) is entry `position`. */
+  record(path: string, st: Stat, position: number): void;
+  /** The archive is complete: keep this backup's index; returns its token (undefined if none was kept). */
+  complete(): string | undefined;
+  /** Releases everything; discards this backup's index unless `complete` kept it. */
+  close(): void;
 }
 
 export interface RestoreContext extends DriverContext {
@@ -137,6 +164,16 @@ export interface Driver<C = unknown> {
   /** Driver-specific manifest fields. */
   manifest(config: C): Record<string, unknown>;
   backup(config: C, ctx: DriverContext): AsyncIterable<ArchiveEntry>;
+  /**
+   * Incremental backups (optional): the index session of one backup of `app`, comparing
+   * with the earlier backup `token` names when ferryd still has a valid index of it.
+   * Without it, a `since` token is ignored and every backup is full.
+   */
+  openSince?(
+    config: C,
+    ctx: { app: string; state: StateDir; log: Logger; warnings: string[] },
+    token: string | undefined,
+  ): SinceIndex;
   restore?(config: C, ctx: RestoreContext): Promise<RestoreSession>;
   /** The restore can keep the data it replaces (`RestoreContext.keepOld`). */
   readonly keepsOld?: boolean;

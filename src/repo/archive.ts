@@ -15,11 +15,12 @@
 import { createHash } from "node:crypto";
 import { hostname, userInfo } from "node:os";
 import type { EndRecord } from "../api/types.js";
-import { ArchiveParser } from "../core/archive/reader.js";
+import { ArchiveParser, DEFAULT_LIMITS } from "../core/archive/reader.js";
 import { decodeBlock, parsePax, resolveHeader, type TarHeader } from "../core/archive/tar.js";
 import { FerryError } from "../core/errors.js";
 import { failpoint } from "../core/failpoint.js";
 import { VERSION } from "../core/version.js";
+import { DeltaResolver, endRecordBytes, MetaOut, PreviousArchive } from "./delta.js";
 import { FastCDC } from "./fastcdc.js";
 import {
   type BlobRef,
@@ -31,7 +32,7 @@ import {
   type Snapshot,
 } from "./format.js";
 import type { Repository } from "./repository.js";
-import { TarSplitter, TarWalker } from "./tarsplit.js";
+import { BLOCK, TarSplitter, TarWalker } from "./tarsplit.js";
 
 /** A tree blob is cut after a ref whose id's first byte has these bits clear (1 in 32). */
 const TREE_CUT_MASK = 31;
@@ -71,16 +72,30 @@ export interface StoreInfo {
   app: string;
   tags: string[];
   time?: Date;
+  /**
+   * The snapshot whose end record's `token` the request named as `since`: a delta ferryd
+   * sends against it is completed from it (delta.ts).
+   */
+  previous?: LoadedSnapshot;
 }
 
+/** A blob to store, or (`ref`) one the repository holds, next in its stream. */
+type Queued = { type: BlobType; data: Buffer; ref?: undefined } | { type: BlobType; ref: BlobRef };
+
 export class ArchiveStore {
-  readonly parser = new ArchiveParser();
+  readonly parser: ArchiveParser;
   private readonly splitter: TarSplitter;
   private readonly metaCdc: FastCDC;
   private readonly dataCdc: FastCDC;
   private readonly metaRefs: RefList;
   private readonly dataRefs: RefList;
-  private queue: { type: BlobType; data: Buffer }[] = [];
+  private readonly resolver: DeltaResolver | undefined;
+  private readonly previous: PreviousArchive | undefined;
+  private readonly metaOut: MetaOut | undefined;
+  /** The archive's bytes until the manifest says whether it is a delta, and its first block. */
+  private early: Buffer[] | undefined = [];
+  private first = Buffer.alloc(0);
+  private queue: Queued[] = [];
   private readonly running = new Set<Promise<unknown>>();
   private failure: unknown;
   private readonly hash = createHash("sha256");
@@ -104,14 +119,60 @@ export class ArchiveStore {
       content: (b) => this.dataCdc.push(b, data),
       contentEnd: () => this.dataCdc.flush(data),
     });
+    const since = info.previous?.end.token;
+    if (info.previous !== undefined && typeof since === "string") {
+      this.previous = new PreviousArchive(repo, info.previous);
+      this.metaOut = new MetaOut(this.metaCdc, this.previous, meta, (r) =>
+        this.queue.push({ type: BlobType.meta, ref: r }),
+      );
+      this.resolver = new DeltaResolver(
+        {
+          meta: this.metaOut,
+          content: (b) => this.dataCdc.push(b, data),
+          contentEnd: () => this.dataCdc.flush(data),
+          storedRef: (r) => this.queue.push({ type: BlobType.data, ref: r }),
+          drain: () => this.drain(),
+        },
+        this.previous,
+        since,
+        () => this.first,
+      );
+      this.parser = new ArchiveParser(this.resolver, DEFAULT_LIMITS, true);
+    } else {
+      this.parser = new ArchiveParser();
+      this.early = undefined;
+    }
+  }
+
+  /** What the archive was: "delta" when ferryd sent one (completed from `previous`). */
+  get kind(): "full" | "delta" | undefined {
+    return this.resolver === undefined ? "full" : this.resolver.kind;
+  }
+
+  /** Unchanged files (and bytes) a completed delta took from the previous snapshot. */
+  get unchanged(): { files: number; bytes: number } {
+    return { files: this.resolver?.unchanged ?? 0, bytes: this.resolver?.unchangedBytes ?? 0 };
   }
 
   /** Takes the next bytes of the archive; resolves when it is ready for more. */
   async write(chunk: Buffer): Promise<void> {
+    if (this.first.length < BLOCK) {
+      this.first = Buffer.concat([this.first, chunk.subarray(0, BLOCK - this.first.length)]);
+    }
     await this.parser.write(chunk);
     this.hash.update(chunk);
     this.bytes += chunk.length;
-    this.splitter.push(chunk);
+    if (this.early !== undefined) {
+      // A delta is written by the resolver as the reader goes; a full archive as it came,
+      // which is known once the manifest was read.
+      this.early.push(chunk);
+      const kind = this.resolver?.kind;
+      if (kind === undefined) return;
+      if (kind === "full") for (const b of this.early) this.splitter.push(b);
+      this.early = undefined;
+    } else if (this.resolver?.kind !== "delta") {
+      this.splitter.push(chunk);
+    }
     await this.drain();
   }
 
@@ -120,8 +181,19 @@ export class ArchiveStore {
     this.queue = [];
     for (const b of q) {
       if (this.failure !== undefined) throw this.failure;
-      const id = this.repo.crypto.blobId(b.data);
       this.blobs++;
+      if (b.ref !== undefined) {
+        // A completed delta's unchanged content or metadata: the previous snapshot's blob.
+        if (!this.repo.index.has(hex(b.ref.id))) {
+          throw new FerryError(
+            "REPO_DELTA_UNRESOLVED",
+            `blob ${hex(b.ref.id)} of the previous snapshot is in no index: the delta cannot be completed, so nothing was stored (run 'ferry check', then 'ferry backup --force-full')`,
+          );
+        }
+        await (b.type === BlobType.data ? this.dataRefs : this.metaRefs).add(b.ref);
+        continue;
+      }
+      const id = this.repo.crypto.blobId(b.data);
       await (b.type === BlobType.data ? this.dataRefs : this.metaRefs).add({
         id,
         length: b.data.length,
@@ -142,8 +214,13 @@ export class ArchiveStore {
   /** The archive is complete: verify it, make everything durable, write the snapshot. */
   async finish(): Promise<{ id: string; snapshot: Snapshot; end: EndRecord }> {
     const end = this.parser.finish();
-    this.splitter.finish();
-    this.metaCdc.flush((b) => this.queue.push({ type: BlobType.meta, data: b }));
+    await this.previous?.close();
+    if (this.resolver?.kind === "delta") {
+      this.metaOut?.finish();
+    } else {
+      this.splitter.finish();
+      this.metaCdc.flush((b) => this.queue.push({ type: BlobType.meta, data: b }));
+    }
     await this.drain();
     await Promise.all([...this.running]);
     if (this.failure !== undefined) throw this.failure;
@@ -151,7 +228,8 @@ export class ArchiveStore {
     await this.dataRefs.finish();
     await this.repo.flush();
     failpoint("repo-backup-before-snapshot");
-    const manifest = this.parser.manifest as unknown as Record<string, unknown>;
+    const received = this.parser.manifest as unknown as Record<string, unknown>;
+    const sha256 = this.hash.digest("hex");
     const who = whoami();
     const snapshot: Snapshot = {
       version: 1,
@@ -159,11 +237,11 @@ export class ArchiveStore {
       host: who.host,
       user: who.user,
       app: this.info.app,
-      driver: String(manifest.driver ?? ""),
+      driver: String(received.driver ?? ""),
       tags: this.info.tags,
-      manifest,
+      manifest: received,
       end: end as unknown as Record<string, unknown>,
-      archive: { bytes: this.bytes, sha256: this.hash.digest("hex"), entries: end.entries },
+      archive: { bytes: this.bytes, sha256, entries: end.entries },
       meta_tree: this.metaRefs.trees,
       data_tree: this.dataRefs.trees,
       warnings: end.warnings ?? [],
@@ -176,6 +254,40 @@ export class ArchiveStore {
       },
       ferry_version: VERSION,
     };
+    const r = this.resolver;
+    if (r?.kind === "delta" && this.info.previous !== undefined) {
+      // The stored streams are the complete archive up to its end record; `dump` makes the
+      // end record over what it rebuilds (rebuildArchive).
+      const fields: Record<string, unknown> = {
+        entries: end.entries,
+        payload_bytes: r.out - r.manifestBytes,
+      };
+      if (end.warnings !== undefined) fields.warnings = end.warnings;
+      if (end.token !== undefined) fields.token = end.token;
+      const endBytes = endRecordBytes(fields, "0".repeat(64), r.mtime).length;
+      snapshot.version = 2;
+      snapshot.manifest = r.storedManifest as Record<string, unknown>;
+      snapshot.end = fields;
+      snapshot.archive = {
+        bytes: r.out + endBytes,
+        sha256: null,
+        entries: end.entries,
+        manifest_bytes: r.manifestBytes,
+        payload_bytes: r.out - r.manifestBytes,
+        end_mtime: r.mtime,
+      };
+      snapshot.delta = {
+        since: String(this.info.previous.end.token),
+        previous: this.info.previous.id,
+        unchanged: r.unchanged,
+        unchanged_bytes: r.unchangedBytes,
+        received: {
+          bytes: this.bytes,
+          sha256,
+          end: end as unknown as Record<string, unknown>,
+        },
+      };
+    }
     // Written last: only now is every blob it names durable and indexed.
     const id = await this.repo.saveSnapshot(snapshot);
     return { id, snapshot, end };
@@ -201,14 +313,23 @@ async function* blobsOf(
 /**
  * The stored archive, byte for byte. Throws REPO_CORRUPT (after the last byte) if what
  * was rebuilt does not have the length and SHA-256 recorded in the snapshot.
+ *
+ * A completed delta (version 2) is stored up to its end record: the end record is made
+ * here over the payload just rebuilt (every blob of which was authenticated and checked
+ * against its id on the way), after checking its entry count and length against the
+ * snapshot, so the archive verifies like any other.
  */
 export async function* rebuildArchive(repo: Repository, snap: Snapshot): AsyncGenerator<Buffer> {
-  const walker = new TarWalker();
+  const completed = snap.version === 2;
+  let headers = 0;
+  const walker = new TarWalker(completed ? () => void headers++ : undefined);
   const content = blobsOf(repo, repo.refs(snap.data_tree));
   const hash = createHash("sha256");
+  /** Where the hashed range starts: everything for v1, the payload for v2. */
+  const from = completed ? (snap.archive.manifest_bytes ?? 0) : 0;
   let bytes = 0;
   const out = (b: Buffer) => {
-    hash.update(b);
+    if (bytes + b.length > from) hash.update(bytes >= from ? b : b.subarray(from - bytes));
     bytes += b.length;
     return b;
   };
@@ -239,10 +360,33 @@ export async function* rebuildArchive(repo: Repository, snap: Snapshot): AsyncGe
     throw new FerryError("REPO_CORRUPT", "a snapshot has more content blobs than its headers use");
   }
   const sha = hash.digest("hex");
+  if (completed) {
+    const payload = bytes - from;
+    if (
+      !walker.atBoundary ||
+      headers - 1 !== snap.archive.entries ||
+      payload !== snap.archive.payload_bytes
+    ) {
+      throw new FerryError(
+        "REPO_CORRUPT",
+        `the rebuilt archive (${headers - 1} entries, ${payload} payload bytes) differs from the one stored (${snap.archive.entries} entries, ${snap.archive.payload_bytes} payload bytes)`,
+      );
+    }
+    const end = endRecordBytes(snap.end, sha, snap.archive.end_mtime ?? 0);
+    bytes += end.length;
+    if (bytes !== snap.archive.bytes) {
+      throw new FerryError(
+        "REPO_CORRUPT",
+        `the rebuilt archive has ${bytes} bytes, the snapshot says ${snap.archive.bytes}`,
+      );
+    }
+    yield end;
+    return;
+  }
   if (bytes !== snap.archive.bytes || sha !== snap.archive.sha256) {
     throw new FerryError(
       "REPO_CORRUPT",
-      `the rebuilt archive (${bytes} bytes, sha256 ${sha.slice(0, 16)}…) differs from the one stored (${snap.archive.bytes} bytes, ${snap.archive.sha256.slice(0, 16)}…)`,
+      `the rebuilt archive (${bytes} bytes, sha256 ${sha.slice(0, 16)}…) differs from the one stored (${snap.archive.bytes} bytes, ${String(snap.archive.sha256).slice(0, 16)}…)`,
     );
   }
 }

@@ -4,7 +4,7 @@
  * (docs/repository.md, "Storage"). Names are `KIND/NAME` where KIND is one of the
  * repository's directories; the backend never interprets the bytes.
  */
-import { constants, promises as fsp } from "node:fs";
+import { constants, promises as fsp, fstatSync, readSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { FerryError } from "../core/errors.js";
 
@@ -31,6 +31,52 @@ export interface Backend {
 }
 
 const NAME = /^[0-9a-f]{64}$/;
+/** A pack file held open for reads; closed once dropped from the cache and unused. */
+interface HeldPack {
+  fh: fsp.FileHandle;
+  users: number;
+  dropped: boolean;
+  size: number;
+  /** The last window read: small blobs are read in order, several from one pread. */
+  window?: { start: number; buf: Buffer };
+}
+
+/** Bytes read at once for small ranges of a held pack. */
+const WINDOW = 256 * 1024;
+
+/** Ranges of packs up to this size are read synchronously. */
+const SYNC_READ_MAX = 64 * 1024;
+
+/** Pack files a LocalBackend keeps open for reading. */
+const MAX_OPEN_PACKS = 32;
+
+/**
+ * A small range of a held pack, from its window (read anew when the range is outside it);
+ * undefined when the range passes the end of the pack (the caller reports it).
+ */
+function windowed(
+  h: HeldPack,
+  kind: string,
+  name: string,
+  offset: number,
+  len: number,
+): Buffer | undefined {
+  const w = h.window;
+  if (w !== undefined && offset >= w.start && offset + len <= w.start + w.buf.length) {
+    return w.buf.subarray(offset - w.start, offset - w.start + len);
+  }
+  if (offset + len > h.size) return undefined;
+  const size = Math.min(Math.max(WINDOW, len), h.size - offset);
+  const buf = Buffer.allocUnsafe(size);
+  let got = 0;
+  while (got < size) {
+    const n = readSync(h.fh.fd, buf, got, size - got, offset + got);
+    if (n === 0) throw new FerryError("REPO_CORRUPT", `${kind}/${name} is shorter than its size`);
+    got += n;
+  }
+  h.window = { start: offset, buf };
+  return buf.subarray(0, len);
+}
 
 /**
  * A local directory. Every object is written to a temporary name in its directory,
@@ -38,7 +84,44 @@ const NAME = /^[0-9a-f]{64}$/;
  * the directory fsynced; a crash leaves at most a `.tmp-*` file, which `prune` removes.
  */
 export class LocalBackend implements Backend {
+  /**
+   * Open pack files, most recently used last: reading a snapshot's small metadata blobs
+   * one by one would otherwise open and close the same few packs thousands of times.
+   * Packs are never modified, so a held descriptor always reads what the name holds; one
+   * is closed before its pack is removed.
+   */
+  private readonly handles = new Map<string, HeldPack>();
+
   constructor(readonly location: string) {}
+
+  private async openPack(p: string): Promise<HeldPack> {
+    let h = this.handles.get(p);
+    if (h !== undefined) {
+      this.handles.delete(p);
+      this.handles.set(p, h);
+    } else {
+      const fh = await fsp.open(p, constants.O_RDONLY);
+      h = { fh, users: 0, dropped: false, size: fstatSync(fh.fd).size };
+      const raced = this.handles.get(p);
+      if (raced !== undefined) {
+        await h.fh.close();
+        h = raced;
+      } else {
+        this.handles.set(p, h);
+      }
+    }
+    h.users++;
+    if (this.handles.size > MAX_OPEN_PACKS) {
+      for (const [k, v] of this.handles) {
+        if (this.handles.size <= MAX_OPEN_PACKS) break;
+        if (v.users > 0) continue;
+        this.handles.delete(k);
+        v.dropped = true;
+        await v.fh.close();
+      }
+    }
+    return h;
+  }
 
   private path(kind: ObjectKind, name: string): string {
     if (kind === "config") return join(this.location, "config");
@@ -85,15 +168,25 @@ export class LocalBackend implements Backend {
   async read(kind: ObjectKind, name: string, offset = 0, length?: number): Promise<Buffer> {
     const p = this.path(kind, name);
     if (length === undefined && offset === 0) return fsp.readFile(p);
-    const fh = await fsp.open(p, constants.O_RDONLY);
+    const held = kind === "packs" ? await this.openPack(p) : undefined;
+    const fh = held?.fh ?? (await fsp.open(p, constants.O_RDONLY));
     try {
       const len = length ?? (await fh.stat()).size - offset;
+      if (held !== undefined && len <= SYNC_READ_MAX) {
+        const got = windowed(held, kind, name, offset, len);
+        if (got !== undefined) return got;
+      }
       const buf = Buffer.allocUnsafe(len);
       let got = 0;
+      // A small range of a held pack (a metadata blob, a tree) is read at once: from the
+      // page cache a pread is cheaper than the thread-pool hop of an asynchronous read.
+      const now = held !== undefined && len <= SYNC_READ_MAX;
       while (got < len) {
-        const { bytesRead } = await fh.read(buf, got, len - got, offset + got);
-        if (bytesRead === 0) break;
-        got += bytesRead;
+        const n = now
+          ? readSync(fh.fd, buf, got, len - got, offset + got)
+          : (await fh.read(buf, got, len - got, offset + got)).bytesRead;
+        if (n === 0) break;
+        got += n;
       }
       if (got !== len) {
         throw new FerryError(
@@ -103,7 +196,8 @@ export class LocalBackend implements Backend {
       }
       return buf;
     } finally {
-      await fh.close();
+      if (held === undefined) await fh.close();
+      else if (--held.users === 0 && held.dropped) await fh.close();
     }
   }
 
@@ -145,6 +239,12 @@ export class LocalBackend implements Backend {
 
   async remove(kind: ObjectKind, name: string): Promise<void> {
     const p = this.path(kind, name);
+    const held = this.handles.get(p);
+    if (held !== undefined) {
+      this.handles.delete(p);
+      held.dropped = true;
+      if (held.users === 0) await held.fh.close();
+    }
     try {
       await fsp.unlink(p);
     } catch (err) {

@@ -55,7 +55,12 @@ export interface BlobRef {
 }
 
 export interface Snapshot {
-  version: 1;
+  /**
+   * 1: the archive as ferryd sent it, byte for byte. 2: a delta ferryd sent, completed
+   * from an earlier snapshot (docs/repository.md, "Incremental backups"): the streams hold
+   * the complete archive up to its end record, which `dump` computes.
+   */
+  version: 1 | 2;
   time: string;
   host: string;
   user: string;
@@ -63,8 +68,22 @@ export interface Snapshot {
   driver: string;
   tags: string[];
   manifest: Record<string, unknown>;
+  /** v1: the archive's end record. v2: the end record `dump` makes, less its `sha256`. */
   end: Record<string, unknown>;
-  archive: { bytes: number; sha256: string; entries: number };
+  archive: {
+    bytes: number;
+    /** v1: SHA-256 of the stored archive. v2: null (computed by `dump`). */
+    sha256: string | null;
+    entries: number;
+    /** v2: the bytes of the manifest entry, where the payload starts. */
+    manifest_bytes?: number;
+    /** v2: the payload's length (the end record's `payload_bytes`). */
+    payload_bytes?: number;
+    /** v2: the end record header's mtime. */
+    end_mtime?: number;
+  };
+  /** v2: how the delta was completed. */
+  delta?: SnapshotDelta;
   /** Tree blobs listing the metadata stream's blobs, in order. */
   meta_tree: string[];
   /** Tree blobs listing the content stream's blobs, in order. */
@@ -78,6 +97,19 @@ export interface Snapshot {
     seconds: number;
   };
   ferry_version: string;
+}
+
+/** What a version 2 snapshot records of the delta it was completed from. */
+export interface SnapshotDelta {
+  /** The token the delta was relative to (the earlier snapshot's end record's `token`). */
+  since: string;
+  /** The snapshot whose blobs filled the unchanged files. */
+  previous: string;
+  /** Unchanged files, and their bytes, filled from it. */
+  unchanged: number;
+  unchanged_bytes: number;
+  /** What ferryd actually sent: its length, SHA-256 and end record. */
+  received: { bytes: number; sha256: string; end: Record<string, unknown> };
 }
 
 export interface LoadedSnapshot extends Snapshot {

@@ -32,6 +32,12 @@ import {
 } from "./format.js";
 import { PackWriter } from "./packs.js";
 
+/**
+ * Blobs larger than this are decompressed on the thread pool when reading asynchronously;
+ * metadata blobs (at most 32 KiB) and trees of up to ~1,800 references are not.
+ */
+const SYNC_DECOMPRESS_MIN = 64 * 1024;
+
 export class Repository {
   readonly index = new Map<string, IndexEntry>();
   /** Index files loaded into `index`. */
@@ -182,9 +188,11 @@ export class Repository {
     const stored = this.crypto.open(sealed, blobAad(id, e.type), what);
     let data = stored;
     if (e.flags & FLAG_ZSTD) {
-      data = async
-        ? await decompress(stored, e.rawLength, what)
-        : decompressSync(stored, e.rawLength, what);
+      // Small blobs (metadata, trees) are cheaper to decompress here than on the thread pool.
+      data =
+        async && e.rawLength >= SYNC_DECOMPRESS_MIN
+          ? await decompress(stored, e.rawLength, what)
+          : decompressSync(stored, e.rawLength, what);
     }
     if (!this.crypto.blobId(data).equals(id)) {
       throw new FerryError("REPO_CORRUPT", `${what} does not hash to its id (damaged)`);
@@ -211,7 +219,7 @@ export class Repository {
   async loadSnapshot(name: string): Promise<LoadedSnapshot> {
     const plain = await this.readFile("snapshots", name);
     const s = JSON.parse(plain.toString("utf8")) as Snapshot;
-    if (s.version !== 1)
+    if (s.version !== 1 && s.version !== 2)
       throw new FerryError("REPO_FORMAT_UNSUPPORTED", `snapshot ${name} has an unknown version`);
     return { ...s, id: name };
   }

@@ -240,6 +240,23 @@ export class TarSplitter {
     }
   }
 
+  /**
+   * The large file whose header was just pushed has its body in blobs the repository
+   * already holds (a delta's unchanged file): the walker passes over it without bytes,
+   * and the caller hands the blobs to the content side itself.
+   */
+  skipStoredContent(size: number): void {
+    if (this.walker.mode !== "content" || this.walker.need !== size || this.contentLeft !== 0) {
+      throw new FerryError("INTERNAL", "stored content given where the archive has none");
+    }
+    this.walker.contentDone();
+  }
+
+  /** Whether the header just pushed starts a large file's body (its bytes go to content). */
+  get inContent(): boolean {
+    return this.walker.mode === "content";
+  }
+
   /** Throws unless the stream ended between entries. */
   finish(): void {
     if (!this.walker.atBoundary) {

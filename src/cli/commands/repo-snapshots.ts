@@ -25,8 +25,11 @@ function snapshotJson(s: LoadedSnapshot) {
     tags: s.tags,
     bytes: s.archive.bytes,
     entries: s.archive.entries,
+    // null for a completed delta: `dump` computes its end record
     sha256: s.archive.sha256,
     end: s.end,
+    // how a completed delta was made (what ferryd sent, the snapshot it was completed from)
+    ...(s.delta === undefined ? {} : { delta: s.delta }),
     warnings: s.warnings,
     stats: s.stats,
   };

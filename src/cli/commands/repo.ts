@@ -5,9 +5,12 @@
  * repo-open.ts. Each takes `--repo PATH` (or FERRY_REPO) and `--json`. Every command on an
  * unencrypted repository says so on stderr.
  */
+import { hostname } from "node:os";
+import { SINCE_TOKEN } from "../../api/types.js";
 import { FerryError } from "../../core/errors.js";
 import { ArchiveStore } from "../../repo/archive.js";
 import { LocalBackend } from "../../repo/backend.js";
+import type { LoadedSnapshot } from "../../repo/format.js";
 import { RepoLock } from "../../repo/lock.js";
 import { Repository } from "../../repo/repository.js";
 import { errorFromBody, type FerryClient, parseStatusTrailer, readBody } from "../client.js";
@@ -52,7 +55,16 @@ export interface BackupResult {
   app: string;
   ok: boolean;
   snapshot?: string;
+  /** "delta": ferryd sent only what changed since `since`, completed from `previous`. */
+  kind?: "full" | "delta";
+  /** The token asked for (the previous snapshot's), whether ferryd still knew it or not. */
+  since?: string;
+  previous?: string;
+  unchanged_files?: number;
+  /** Bytes of the stored (complete) archive. */
   bytes?: number;
+  /** What ferryd sent: its bytes and SHA-256 (for a delta, less than the archive). */
+  received_bytes?: number;
   sha256?: string;
   added_bytes?: number;
   seconds?: number;
@@ -66,14 +78,23 @@ async function backupOne(
   app: string,
   tags: string[],
   signal: AbortSignal,
+  previous: LoadedSnapshot | undefined,
   expected: number | undefined,
 ): Promise<BackupResult> {
-  const res = await client.request("POST", `/v1/apps/${encodeURIComponent(app)}/backup`, signal);
+  // A delta against the app's latest snapshot when it names ferryd's index of itself.
+  const token = previous?.end.token;
+  const since = typeof token === "string" && SINCE_TOKEN.test(token) ? token : undefined;
+  const path = `/v1/apps/${encodeURIComponent(app)}/backup${since === undefined ? "" : `?since=${since}`}`;
+  const res = await client.request("POST", path, signal);
   if (res.statusCode !== 200)
     throw errorFromBody(res.statusCode ?? 500, await readBody(res, 1 << 20));
   const before = { ...repo.stats };
-  const store = new ArchiveStore(repo, { app, tags });
-  const progress = new RepoProgress(`backup ${app}`, expected);
+  const store = new ArchiveStore(repo, {
+    app,
+    tags,
+    ...(since === undefined ? {} : { previous }),
+  });
+  const progress = new RepoProgress(`backup ${app}`, since === undefined ? expected : undefined);
   try {
     try {
       for await (const chunk of res) {
@@ -93,12 +114,19 @@ async function backupOne(
     const status = parseStatusTrailer(res.trailers["ferry-status"]);
     if (status !== undefined) throw status;
     const { id, snapshot } = await store.finish();
+    const delta = snapshot.delta;
     return {
       app,
       ok: true,
       snapshot: id,
+      kind: delta === undefined ? "full" : "delta",
+      ...(since === undefined ? {} : { since }),
+      ...(delta === undefined
+        ? {}
+        : { previous: delta.previous, unchanged_files: delta.unchanged }),
       bytes: snapshot.archive.bytes,
-      sha256: snapshot.archive.sha256,
+      received_bytes: store.bytes,
+      sha256: delta?.received.sha256 ?? snapshot.archive.sha256 ?? "",
       added_bytes: repo.stats.newStored - before.newStored,
       seconds: snapshot.stats.seconds,
       warnings: snapshot.warnings,
@@ -108,11 +136,22 @@ async function backupOne(
   }
 }
 
+/** How a backup was made, for the one-line report. */
+function kindText(r: BackupResult): string {
+  if (r.kind === "delta") {
+    return `delta: ${r.unchanged_files} unchanged file(s) from snapshot ${r.previous?.slice(0, 8)}, ${formatBytes(r.received_bytes ?? 0)} received`;
+  }
+  return r.since === undefined
+    ? "full"
+    : "full: ferryd no longer knows the previous snapshot's token (expired, or its state was lost)";
+}
+
 export async function backupCommand(
   client: FerryClient,
   o: RepoOptions,
   apps: string[] | "all",
   tags: string[],
+  forceFull = false,
 ): Promise<number> {
   const repo = await openRepo(o);
   const names =
@@ -128,20 +167,29 @@ export async function backupCommand(
   const results: BackupResult[] = [];
   try {
     await repo.loadIndex();
-    // The previous snapshot of each app estimates this one's size, for the ETA.
-    const lastSize = new Map<string, number>();
-    if (process.stderr.isTTY) {
-      for (const s of await repo.listSnapshots()) lastSize.set(s.app, s.archive.bytes);
-    }
+    // Each app's latest snapshot from this host: its token asks ferryd for a delta (unless
+    // --force-full), and its size estimates this one's, for the ETA.
+    const latest = new Map<string, LoadedSnapshot>();
+    const host = hostname();
+    for (const s of await repo.listSnapshots()) if (s.host === host) latest.set(s.app, s);
     for (const app of names) {
       if (abort.signal.aborted) break;
       try {
-        const r = await backupOne(client, repo, app, tags, abort.signal, lastSize.get(app));
+        const last = latest.get(app);
+        const r = await backupOne(
+          client,
+          repo,
+          app,
+          tags,
+          abort.signal,
+          forceFull ? undefined : last,
+          last?.archive.bytes,
+        );
         results.push(r);
         if (!o.json) {
           for (const w of r.warnings ?? []) process.stderr.write(`ferry: ${app}: warning: ${w}\n`);
           process.stderr.write(
-            `backed up ${app}: snapshot ${r.snapshot?.slice(0, 8)}, ${formatBytes(r.bytes ?? 0)} archive, ` +
+            `backed up ${app}: snapshot ${r.snapshot?.slice(0, 8)}, ${formatBytes(r.bytes ?? 0)} archive (${kindText(r)}), ` +
               `${formatBytes(r.added_bytes ?? 0)} added in ${(r.seconds ?? 0).toFixed(1)}s, sha256 ${r.sha256?.slice(0, 16)}…\n`,
           );
         }

@@ -15,6 +15,7 @@
 import { createHash } from "node:crypto";
 import { END_PATH, type EndRecord, MANIFEST_PATH, type Manifest } from "../../api/types.js";
 import { FerryError } from "../errors.js";
+import { type ArchiveKind, checkEndToken, checkUnchangedEntry, manifestKind } from "./delta.js";
 import {
   BLOCK,
   decodeBlock,
@@ -29,8 +30,11 @@ import {
 export interface ParseHandler {
   /** Called with the manifest before any payload entry; may throw to refuse the archive. */
   manifest?(m: Manifest): void | Promise<void>;
-  /** Start of a payload entry. */
-  entry?(h: TarHeader): void | Promise<void>;
+  /**
+   * Start of a payload entry; `raw` are its header's bytes as they came (a pax header's
+   * block and body, then the ustar block), for a consumer that passes entries on as they are.
+   */
+  entry?(h: TarHeader, raw: readonly Buffer[]): void | Promise<void>;
   /** A chunk of the current entry's body. */
   data?(chunk: Buffer): void | Promise<void>;
   /** The current entry's body is complete. */
@@ -59,6 +63,8 @@ type State = "header" | "pax" | "meta" | "body" | "pad" | "trailer";
 
 export class ArchiveParser {
   manifest: Manifest | undefined;
+  /** Full or delta (delta.ts), once the manifest was read. */
+  kind: ArchiveKind | undefined;
   end: EndRecord | undefined;
   /** Payload entries seen so far. */
   entries = 0;
@@ -82,6 +88,8 @@ export class ArchiveParser {
   constructor(
     private readonly handler: ParseHandler = {},
     private readonly limits: ParserLimits = DEFAULT_LIMITS,
+    /** Accept a delta archive (only the repository, which completes it, does). */
+    private readonly allowDelta = false,
   ) {}
 
   /** Feeds bytes; resolves once the handler has taken them. */
@@ -252,14 +260,16 @@ export class ArchiveParser {
       if (h.size === 0) yield* this.endCollect();
       return;
     }
-    for (const b of this.held) this.hashPayload(b);
+    checkUnchangedEntry(h, this.kind as ArchiveKind);
+    const headerBytes = this.held;
+    for (const b of headerBytes) this.hashPayload(b);
     this.held = [];
     this.entries++;
     if (this.entries > this.limits.maxEntries) {
       throw new TarFormatError(`more than ${this.limits.maxEntries} entries`);
     }
     this.current = h;
-    if (this.handler.entry !== undefined) yield this.handler.entry(h);
+    if (this.handler.entry !== undefined) yield this.handler.entry(h, headerBytes);
     if (h.size === 0) {
       yield* this.endBody();
     } else {
@@ -298,6 +308,7 @@ export class ArchiveParser {
     }
     if (kind === "manifest") {
       this.manifest = checkManifest(parsed);
+      this.kind = manifestKind(this.manifest, this.allowDelta);
       if (this.handler.manifest !== undefined) yield this.handler.manifest(this.manifest);
       this.inPayload = true;
     } else {
@@ -354,6 +365,7 @@ function checkEnd(v: unknown): EndRecord {
   ) {
     throw new TarFormatError("the end record lacks entries, payload_bytes or sha256");
   }
+  checkEndToken(e);
   return e as unknown as EndRecord;
 }
 

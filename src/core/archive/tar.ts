@@ -15,6 +15,8 @@
  * side, so a field's octal, pax and fallback forms are read (and fixed) in one place.
  */
 
+import { SINCE_TOKEN } from "../../api/types.js";
+
 export const BLOCK = 512;
 
 export type EntryType = "file" | "dir" | "symlink" | "hardlink" | "char" | "block" | "fifo";
@@ -31,6 +33,21 @@ export interface TarHeader {
   mtimeSec: number;
   mtimeNsec: number;
   linkpath: string; // symlink target or hardlink target path ("" otherwise)
+  /**
+   * Only in a delta archive (`POST /v1/apps/{app}/backup?since=TOKEN`): this regular file
+   * is unchanged since the archive TOKEN names, and its data is left out (`size` is 0).
+   * Written as the pax records `FERRY.unchanged`, `FERRY.size` and `FERRY.position`.
+   */
+  unchanged?: Unchanged;
+}
+
+export interface Unchanged {
+  /** The token of the earlier archive (its end record's `token`). */
+  since: string;
+  /** The file's real size, whose bytes this entry leaves out. */
+  size: number;
+  /** The file's entry in that archive: 0-based, counting payload entries only. */
+  position: number;
 }
 
 /** What `fileEntryHeader` lets a caller choose; the rest is fixed. */
@@ -173,6 +190,12 @@ export function encodeHeader(h: TarHeader): Buffer {
   if (h.mtimeNsec !== 0 || h.mtimeSec < 0 || h.mtimeSec > MAX_OCTAL_11) {
     records.push(paxRecord("mtime", formatPaxTime(h.mtimeSec, h.mtimeNsec)));
   }
+  if (h.unchanged !== undefined) {
+    if (h.type !== "file" || h.size !== 0) throw new Error("an unchanged entry carries no data");
+    records.push(paxRecord("FERRY.unchanged", h.unchanged.since));
+    records.push(paxRecord("FERRY.size", String(h.unchanged.size)));
+    records.push(paxRecord("FERRY.position", String(h.unchanged.position)));
+  }
   const fallbackName: [string, string] = split ?? ["", asciiFallback(h.path, 100)];
   const fallbackLink = isPlainAscii(link) && link.length <= 100 ? link : asciiFallback(link, 100);
   const main = ustarBlock(h, TYPEFLAG[h.type], fallbackName, fallbackLink);
@@ -203,7 +226,13 @@ const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 function readCString(b: Buffer, off: number, len: number): string {
   let end = off;
-  while (end < off + len && b[end] !== 0) end++;
+  let ascii = true;
+  while (end < off + len && b[end] !== 0) {
+    if ((b[end] as number) >= 0x80) ascii = false;
+    end++;
+  }
+  // Plain ASCII (nearly every field) needs no decoder; anything else must be valid UTF-8.
+  if (ascii) return end === off ? "" : b.toString("latin1", off, end);
   try {
     return utf8.decode(b.subarray(off, end));
   } catch {
@@ -376,8 +405,14 @@ export function resolveHeader(raw: RawHeader, pax: Map<string, string> | undefin
     mtimeNsec: 0,
     linkpath: raw.linkname,
   };
+  let ferry: Map<string, string> | undefined;
   if (pax !== undefined) {
     for (const [k, v] of pax) {
+      if (k.startsWith("FERRY.")) {
+        ferry ??= new Map();
+        ferry.set(k, v);
+        continue;
+      }
       switch (k) {
         case "path":
           h.path = v;
@@ -413,5 +448,32 @@ export function resolveHeader(raw: RawHeader, pax: Map<string, string> | undefin
     }
   }
   if (type !== "file" && h.size !== 0) throw new TarFormatError("a non-file entry carries data");
+  if (ferry !== undefined) h.unchanged = resolveUnchanged(h, ferry);
   return h;
+}
+
+/**
+ * Ferry's own pax records: only the three of an unchanged entry, all three together, on a
+ * regular file that carries no data. Whether the archive may hold unchanged entries at
+ * all is the reader's business (a delta manifest, the same token).
+ */
+function resolveUnchanged(h: TarHeader, records: Map<string, string>): Unchanged {
+  for (const k of records.keys()) {
+    if (k !== "FERRY.unchanged" && k !== "FERRY.size" && k !== "FERRY.position") {
+      throw new TarFormatError(`unknown Ferry pax record ${JSON.stringify(k)}`);
+    }
+  }
+  const since = records.get("FERRY.unchanged");
+  const size = records.get("FERRY.size");
+  const position = records.get("FERRY.position");
+  if (since === undefined || size === undefined || position === undefined) {
+    throw new TarFormatError(
+      "an unchanged entry needs FERRY.unchanged, FERRY.size and FERRY.position",
+    );
+  }
+  if (!SINCE_TOKEN.test(since)) throw new TarFormatError("malformed FERRY.unchanged token");
+  if (h.type !== "file" || h.size !== 0) {
+    throw new TarFormatError("an unchanged entry must be a regular file without data");
+  }
+  return { since, size: paxInt(size, "FERRY.size"), position: paxInt(position, "FERRY.position") };
 }

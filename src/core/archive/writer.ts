@@ -75,13 +75,16 @@ export class BlockPool {
 
 /**
  * Yields the archive's bytes. `warnings` may be appended to while entries are produced;
- * they end up in the end record. The generator's return value is the end record.
+ * they end up in the end record. `complete`, if given, is called once after the last
+ * entry, just before the end record is made, and may name a `token` for it. The
+ * generator's return value is the end record.
  */
 export async function* writeArchive(
   manifest: Record<string, unknown>,
   entries: AsyncIterable<ArchiveEntry>,
   warnings: string[] = [],
   pool: BlockPool = new BlockPool(),
+  complete?: () => { token?: string | undefined },
 ): AsyncGenerator<Buffer, EndRecord, undefined> {
   const now = Math.floor(Date.now() / 1000);
   const hash = createHash("sha256");
@@ -203,12 +206,14 @@ export async function* writeArchive(
 
   hashUpTo();
   hashFrom = -1;
+  const token = complete?.().token;
   const end: EndRecord = {
     entries: count,
     payload_bytes: payloadBytes,
     sha256: hash.digest("hex"),
   };
   if (warnings.length > 0) end.warnings = [...warnings];
+  if (token !== undefined) end.token = token;
   const endBody = Buffer.from(`${JSON.stringify(end)}\n`);
   const tail: Buffer[] = [];
   put(encodeHeader(metaHeader(END_PATH, endBody.length, now)), tail);

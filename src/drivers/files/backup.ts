@@ -9,16 +9,21 @@ import type { ArchiveEntry } from "../../core/archive/writer.js";
 import { openRoot } from "../../core/safe-fs.js";
 import type { DriverContext } from "../types.js";
 import type { FilesConfig } from "./config.js";
-import { type PlannedEntry, walkRoot } from "./walk.js";
+import { sinceMarker } from "./since-index.js";
+import { type PlannedEntry, type Unread, walkRoot } from "./walk.js";
 
-function* walkAll(config: FilesConfig, ctx: DriverContext): Generator<PlannedEntry> {
+function* walkAll(
+  config: FilesConfig,
+  ctx: DriverContext,
+  unread?: Unread,
+): Generator<PlannedEntry> {
   for (const [i, path] of config.paths.entries()) {
     // Hardlinks are kept within one declared path: across two, a restore could not
     // recreate them when the paths are on different filesystems.
     const links = new Map<string, string>();
     const fd = openRoot(path);
     try {
-      yield* walkRoot(fd, `data/${i}/`, ctx.warnings, links);
+      yield* walkRoot(fd, `data/${i}/`, ctx.warnings, links, unread);
     } finally {
       closeSync(fd);
     }
@@ -26,7 +31,9 @@ function* walkAll(config: FilesConfig, ctx: DriverContext): Generator<PlannedEnt
 }
 
 async function* entries(config: FilesConfig, ctx: DriverContext): AsyncGenerator<ArchiveEntry> {
-  for (const p of walkAll(config, ctx)) {
+  const since = sinceMarker(ctx.since);
+  for (const planned of walkAll(config, ctx, since.unread)) {
+    const p = since.mark(planned);
     if (ctx.signal.aborted) {
       if (p.fd !== undefined) closeSync(p.fd);
       ctx.signal.throwIfAborted();

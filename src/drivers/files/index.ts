@@ -15,6 +15,7 @@ import { type FilesConfig, filesSchema } from "./config.js";
 import { recoverRestores } from "./journal.js";
 import { openRestore } from "./restore.js";
 import { openDryRun } from "./restore-compare.js";
+import { cleanSinceIndexes, openSinceIndex } from "./since-index.js";
 
 export const filesDriver: Driver<FilesConfig> = {
   name: "files",
@@ -57,6 +58,10 @@ export const filesDriver: Driver<FilesConfig> = {
 
   backup,
 
+  openSince(config, ctx, token) {
+    return openSinceIndex({ ...ctx, paths: config.paths }, token);
+  },
+
   restore: openRestore,
 
   keepsOld: true,
@@ -65,6 +70,7 @@ export const filesDriver: Driver<FilesConfig> = {
 
   recover(state, apps, log) {
     recoverRestores(state, apps, log);
+    cleanSinceIndexes(state, apps, log);
   },
 
   async doctor(config, ctx) {

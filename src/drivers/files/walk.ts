@@ -35,6 +35,11 @@ import { groupName, userName } from "../../core/users.js";
 export interface PlannedEntry {
   header: TarHeader;
   fd?: number;
+  /**
+   * For regular files: the stat the header was made from (since-index.ts): the fstat of
+   * `fd`, or the statx of the name of a file planned without reading it (`Unread`).
+   */
+  stat?: Stat;
 }
 
 // ignoreBOM: a leading U+FEFF is part of a name, not a byte-order mark to strip.
@@ -79,6 +84,7 @@ export function* walkRoot(
   prefix: string,
   warnings: string[],
   links: Map<string, string>,
+  unread?: Unread,
 ): Generator<PlannedEntry> {
   const rootStat = statFd(rootFd);
   yield { header: header(prefix, rootStat, "dir") };
@@ -99,7 +105,7 @@ export function* walkRoot(
       // opened straight away and the fstat of what was opened decides (the type is only
       // a hint: if the name was swapped meanwhile, the opened object's own type is what
       // counts, and a symlink cannot be opened at all). Anything else is statx'd by name.
-      if (type === DT_REG) {
+      if (type === DT_REG && unread === undefined) {
         const planned = openPlannedFile(top.fd, name, path, warnings, links);
         if (planned !== undefined) yield planned;
         continue;
@@ -126,7 +132,9 @@ export function* walkRoot(
           break;
         }
         case S_IFREG: {
-          const planned = openPlannedFile(top.fd, name, path, warnings, links);
+          const planned = unread?.(path, st)
+            ? planUnread(path, st, links)
+            : openPlannedFile(top.fd, name, path, warnings, links);
           if (planned !== undefined) yield planned;
           break;
         }
@@ -154,6 +162,24 @@ export function* walkRoot(
   } finally {
     for (const f of stack) if (f.fd !== rootFd) closeSync(f.fd);
   }
+}
+
+/**
+ * Asked, in an incremental backup (since-index.ts), before a regular file is opened: given
+ * the statx of its name, true when its content need not be read. Its entry is then planned
+ * from that statx, without opening it (one system call instead of three).
+ */
+export type Unread = (path: string, st: Stat) => boolean;
+
+/** The entry of a regular file that is not read: from its statx, without a descriptor. */
+function planUnread(path: string, st: Stat, links: Map<string, string>): PlannedEntry {
+  if (st.nlink > 1) {
+    const key = `${st.dev}:${st.ino}`;
+    const first = links.get(key);
+    if (first !== undefined) return { header: header(path, st, "hardlink", first) };
+    links.set(key, path);
+  }
+  return { header: header(path, st, "file"), stat: st };
 }
 
 /**
@@ -196,7 +222,7 @@ function openPlannedFile(
     }
     links.set(key, path);
   }
-  return { header: header(path, opened, "file"), fd };
+  return { header: header(path, opened, "file"), fd, stat: opened };
 }
 
 function describeSpecial(mode: number): string {
