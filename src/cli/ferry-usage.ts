@@ -10,7 +10,11 @@ Commands:
   apps [--json]              list the applications ferryd serves, with their health
   export APP [-o FILE]       write APP's archive to FILE (default: stdout), verified
   export APP… | --all -o DIR each application to DIR/APP.tar; goes on past failures
-  import APP [-i FILE]       restore APP from the archive in FILE (default: stdin)
+  import APP [-i FILE] [--dry-run] [--yes] [--keep-old]
+                             restore APP from the archive in FILE (default: stdin); on a
+                             terminal it asks first (--yes: do not ask); --dry-run shows
+                             what would be added, removed and changed, changing nothing;
+                             --keep-old keeps the replaced files tree beside the new one
   jobs [--json]              running and recent backups and restores
   cancel ID                  cancel a running job (helpers killed, post hooks run, restores rolled back)
   doctor                     check the socket, the peer check, ferryd's uid and capabilities,
@@ -78,7 +82,12 @@ export const COMMANDS: Record<string, Options> = {
   jobs: { json: { type: "boolean" } },
   cancel: {},
   doctor: {},
-  import: { input: { type: "string", short: "i" } },
+  import: {
+    input: { type: "string", short: "i" },
+    "dry-run": { type: "boolean" },
+    yes: { type: "boolean", short: "y" },
+    "keep-old": { type: "boolean" },
+  },
   version: { json: { type: "boolean" } },
   init: { ...REPO, "insecure-no-password": { type: "boolean" } },
   backup: {

@@ -192,7 +192,13 @@ async function main(): Promise<number> {
     }
     case "import":
       want(1, "one application name");
-      return importCommand(client, { app: pos[0] as string, input: v.input as string | undefined });
+      return importCommand(client, {
+        app: pos[0] as string,
+        input: v.input as string | undefined,
+        dryRun: v["dry-run"] === true,
+        yes: v.yes === true,
+        keepOld: v["keep-old"] === true,
+      });
     case "version":
       want(0, "no arguments");
       return versionCommand(client, v.json === true);

@@ -28,9 +28,20 @@ export interface AuditRecord {
   reason?: string;
 }
 
+/**
+ * Served requests are info; refused connections, cancelled jobs and requests that failed
+ * for the client's reasons (4xx) are warnings; failures of ferryd or an application (5xx:
+ * a backup or restore that failed) are errors, so `journalctl -p err` shows them.
+ */
 export function audit(log: Logger, rec: AuditRecord): void {
   const { peer, ...rest } = rec;
-  log.info(
+  const level =
+    rec.outcome === "ok"
+      ? "info"
+      : rec.outcome === "error" && (rec.status ?? 500) >= 500
+        ? "error"
+        : "warn";
+  log[level](
     { audit: true, peer_uid: peer?.uid, peer_gid: peer?.gid, peer_pid: peer?.pid, ...rest },
     "audit",
   );

@@ -8,6 +8,7 @@ import { API_VERSION } from "../api/types.js";
 import { FerryError } from "../core/errors.js";
 import { type AppStatus, findApp, type Identity, versionInfo } from "./apps.js";
 import { streamBackup } from "./backup.js";
+import type { Doctor } from "./doctor.js";
 import type { EventStreams } from "./events.js";
 import type { JobHandler, JobHost, RequestContext } from "./job-request.js";
 import { handleRestore } from "./restore.js";
@@ -20,6 +21,8 @@ export interface RouteHost extends JobHost {
   readonly apps: AppStatus;
   /** `GET /v1/events` subscribers (events.ts). */
   readonly events: EventStreams;
+  /** `ferry doctor`'s checks of one application (doctor.ts). */
+  readonly doctor: Doctor;
 }
 
 type Handler = (
@@ -72,6 +75,20 @@ export const ROUTES: readonly Route[] = [
     methods: {
       GET: async (h, req, res, ctx, p) =>
         h.audit.reply(req, res, ctx, 200, await h.apps.detail(findApp(h.config, p.app as string))),
+    },
+  },
+  {
+    path: ["apps", ":app", "doctor"],
+    body: "small",
+    methods: {
+      POST: async (h, req, res, ctx, p) =>
+        h.audit.reply(
+          req,
+          res,
+          ctx,
+          200,
+          await h.doctor.examine(findApp(h.config, p.app as string)),
+        ),
     },
   },
   { path: ["apps", ":app", "backup"], body: "stream", methods: { POST: archiveJob(streamBackup) } },

@@ -30,6 +30,7 @@ import { AppStatus, type Identity } from "./apps.js";
 import { Audit } from "./audit.js";
 import type { Config } from "./config.js";
 import { ConnectionDeadlines } from "./deadlines.js";
+import { Doctor } from "./doctor.js";
 import { EventStreams } from "./events.js";
 import type { RequestContext } from "./job-request.js";
 import { JobRegistry } from "./jobs.js";
@@ -47,6 +48,7 @@ export class FerryDaemon implements RouteHost {
   readonly audit: Audit;
   readonly events: EventStreams;
   readonly apps = new AppStatus();
+  readonly doctor: Doctor;
   private readonly peers = new WeakMap<Socket, PeerCred>();
   private readonly http: HttpServer;
   /** A second HTTP server without keep-alive timeout, for `ferryd run`'s socket pair. */
@@ -69,6 +71,7 @@ export class FerryDaemon implements RouteHost {
     this.audit = new Audit(log, this.jobs);
     this.events = new EventStreams(this.jobs, this.audit, () => this.config.limits);
     this.deadlines = new ConnectionDeadlines(log, () => this.config.limits);
+    this.doctor = new Doctor(state);
     const handler = (req: IncomingMessage, res: ServerResponse) => this.handle(req, res);
     this.http = createHttpServer(
       {

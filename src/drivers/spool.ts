@@ -38,6 +38,7 @@ import { pipeline } from "node:stream/promises";
 import { fileEntryHeader } from "../core/archive/tar.js";
 import type { ArchiveEntry } from "../core/archive/writer.js";
 import { FerryError } from "../core/errors.js";
+import { fsFailure } from "../core/fs-errors.js";
 import type { Logger } from "../core/log.js";
 import { explain, openBeneath } from "../core/safe-fs.js";
 import { removeTreeAt } from "../core/safe-remove.js";
@@ -98,13 +99,18 @@ export class Spool {
     const parentFd = spoolRoot(state);
     const name = `${label.replace(/[^a-z0-9-]/gi, "_")}-${randomBytes(8).toString("hex")}`;
     const owner = writer === undefined ? undefined : { uid: writer.uid, gid: writer.gid };
-    const fd = makePrivateDir(
-      parentFd,
-      name,
-      state.options,
-      { existing: "fail", owner },
-      state.describe(SPOOL_DIR),
-    );
+    let fd: number;
+    try {
+      fd = makePrivateDir(
+        parentFd,
+        name,
+        state.options,
+        { existing: "fail", owner },
+        state.describe(SPOOL_DIR),
+      );
+    } catch (err) {
+      throw fsFailure(err, `creating a spool (mkdirat ${name})`, state.describe(SPOOL_DIR)) ?? err;
+    }
     const handedTo = state.options.privileged && owner !== undefined ? owner.uid : undefined;
     return new Spool(parentFd, state.describe(SPOOL_DIR), name, fd, handedTo);
   }
@@ -134,6 +140,8 @@ export class Spool {
       await pipeline(src, createWriteStream("", { fd, autoClose: false, highWaterMark: CHUNK }));
       fsyncSync(fd);
       return fstatSync(fd).size;
+    } catch (err) {
+      throw fsFailure(err, `spooling ${name}`, `${this.parentPath}/${this.name}`) ?? err;
     } finally {
       if (this.open.delete(fd)) closeSync(fd);
     }

@@ -302,7 +302,7 @@ describe("files the config names (password_file)", {
         () => loadConfig(file, { uid: 54321, gids: [54321], privileged: true }),
         code(
           "CONFIG_UNSAFE",
-          `${file}:6: apps.cache.password_file ${pw}: the file is owned by uid 12345`,
+          `${file}:6: apps.cache.password_file: ${pw}: the file is owned by uid 12345`,
         ),
       );
       chownSync(pw, 0, 0);

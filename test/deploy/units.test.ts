@@ -2,7 +2,7 @@
  * The systemd units and example config in deploy/: they load without a single warning
  * (`systemd-analyze verify`), they say what ferryd needs and nothing more, their hardening
  * does not regress (`systemd-analyze security` score and list of exposures, measured and
- * explained in docs/ops.md), and the example config validates with `ferryd --check-config`.
+ * explained in docs/ops.md), and the example config matches the schema.
  *
  * Runs without systemd as PID 1: verify and security both work offline. The units name
  * /usr/bin/ferryd and /usr/bin/ferry, which verify insists are executable, so they are
@@ -25,6 +25,7 @@ import { after, before, describe, test } from "node:test";
 import { parse } from "smol-toml";
 import { SERVICE_CAPS } from "../../src/core/caps.js";
 import { lookupUser } from "../../src/core/users.js";
+import { analyseConfig } from "../../src/daemon/config.js";
 import { ensureUser, FERRY, FERRYD, isRoot, ROOT } from "../helpers/proc.js";
 
 const DEPLOY = join(ROOT, "deploy");
@@ -419,13 +420,13 @@ describe("deploy/ferry.toml", () => {
       ? `users ${missing.join(", ")} do not exist and creating them needs root`
       : false;
 
-  test("validates with ferryd --check-config", { skip: cannot }, () => {
+  test("matches the schema (its paths and hooks are placeholders: --check-config refuses it as it is, test/daemon/check-config.test.ts)", {
+    skip: cannot,
+  }, () => {
     for (const u of missing) ensureUser(u);
-    const r = spawnSync(process.execPath, [FERRYD, "--check-config", "--config", file], {
-      encoding: "utf8",
-    });
-    assert.equal(r.status, 0, r.stderr);
-    assert.match(r.stdout, /: valid, 3 application\(s\)/);
+    const { problems, config: checked } = analyseConfig(readFileSync(file, "utf8"), file);
+    assert.deepEqual(problems, []);
+    assert.equal(checked.apps.size, 3);
   });
 
   test("names a files, a postgres and an sqlite application", () => {

@@ -13,7 +13,6 @@ import {
   lstatSync,
   openSync,
   renameSync,
-  statSync,
   unlinkSync,
   writeSync,
 } from "node:fs";
@@ -24,6 +23,7 @@ import { ArchiveParser } from "../../core/archive/reader.js";
 import { FerryError } from "../../core/errors.js";
 import { errorFromBody, type FerryClient, parseStatusTrailer } from "../client.js";
 import { EXIT, UsageError } from "../exit-codes.js";
+import { checkOutputFile, checkWritableDir } from "../local-paths.js";
 import { formatBytes, Progress } from "../progress.js";
 
 export interface ExportOptions {
@@ -153,6 +153,8 @@ export async function exportCommand(client: FerryClient, opts: ExportOptions): P
   if (opts.output === undefined && isatty(1)) {
     throw new UsageError("refusing to write an archive to a terminal; use -o FILE or a pipe");
   }
+  // Before the request: ferryd would run the pre-backup hook and stream the data first.
+  if (opts.output !== undefined) checkOutputFile(opts.output);
   const abort = new AbortController();
   const onSignal = () => abort.abort();
   process.once("SIGINT", onSignal);
@@ -240,13 +242,7 @@ export async function exportManyCommand(
   apps: string[] | "all",
   dir: string,
 ): Promise<number> {
-  try {
-    if (!statSync(dir).isDirectory()) throw new Error("not a directory");
-  } catch (err) {
-    throw new UsageError(
-      `-o ${dir}: must be an existing directory when exporting several applications (${(err as Error).message})`,
-    );
-  }
+  checkWritableDir(dir);
   const names =
     apps === "all"
       ? (await client.json<{ apps: { name: string }[] }>("GET", "/v1/apps")).apps.map((a) => a.name)

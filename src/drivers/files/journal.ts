@@ -23,6 +23,7 @@
  */
 import { closeSync, fstatSync, fsyncSync, readFileSync, writeSync } from "node:fs";
 import { basename, dirname } from "node:path";
+import { fsFailure } from "../../core/fs-errors.js";
 import type { Logger } from "../../core/log.js";
 import { explain, openBeneath, openRoot } from "../../core/safe-fs.js";
 import type { StateDir } from "../../core/state-dir.js";
@@ -41,7 +42,7 @@ import {
   unlinkAt,
 } from "../../core/sys.js";
 import type { DeclaredApp } from "../types.js";
-import { removeOldTree, removeStaging, swapIn } from "./swap.js";
+import { keepOldTree, removeOldTree, removeStaging, swapIn } from "./swap.js";
 
 export type Phase = "extracting" | "staged" | "cleanup";
 
@@ -68,6 +69,11 @@ export interface Journal {
   phase: Phase;
   started: string;
   roots: JournalRoot[];
+  /**
+   * `ferry import --keep-old`: after the swap each old tree is renamed to `keptName`
+   * (beside the live one) instead of being removed, by the restore and by recovery alike.
+   */
+  keepOld?: boolean;
 }
 
 const JOURNAL_DIR = "journal";
@@ -87,6 +93,11 @@ export function stagingName(path: string, id: string): string {
   return `.${basename(path)}.ferry-restore-${id}`;
 }
 
+/** Where `--keep-old` keeps the tree a restore replaced, beside the live `path`. */
+export function keptName(path: string, id: string): string {
+  return `.${basename(path)}.ferry-old-${id}`;
+}
+
 function journalName(app: string): string {
   return `files-${app}.json`;
 }
@@ -97,6 +108,15 @@ function journalName(app: string): string {
  * followed), fsync, renameat over the journal, fsync of the directory.
  */
 export function writeJournal(state: StateDir, j: Journal): void {
+  try {
+    writeJournalFile(state, j);
+  } catch (err) {
+    // A state directory ferryd may not write (not in ReadWritePaths=) or a full disk.
+    throw fsFailure(err, "writing the restore journal", state.describe(JOURNAL_DIR)) ?? err;
+  }
+}
+
+function writeJournalFile(state: StateDir, j: Journal): void {
   const dir = state.sub(JOURNAL_DIR);
   const file = journalName(j.app);
   const tmp = `${file}.tmp`;
@@ -151,6 +171,7 @@ export function validateJournal(
   if (typeof j.id !== "string" || !RESTORE_ID.test(j.id)) return "malformed restore id";
   if (!PHASES.includes(j.phase as Phase)) return "unknown phase";
   if (typeof j.started !== "string") return "malformed start time";
+  if (j.keepOld !== undefined && typeof j.keepOld !== "boolean") return "malformed keepOld";
   if (!Array.isArray(j.roots) || j.roots.length !== paths.length) {
     return `the roots are not the ${paths.length} declared path(s)`;
   }
@@ -190,6 +211,7 @@ export function validateJournal(
     phase: j.phase as Phase,
     started: j.started,
     roots,
+    ...(j.keepOld === true ? { keepOld: true } : {}),
   };
 }
 
@@ -244,9 +266,11 @@ export function recoverRestores(
           // Only what ferryd made (the staging tree) or replaced (the old tree) is ever
           // removed, checked by identity: never whatever else is under the name now.
           if (rollForward) swapIn(parentFd, root);
-          const left = rollForward
-            ? removeOldTree(parentFd, root)
-            : removeStaging(parentFd, root, stagingOwner);
+          const left = !rollForward
+            ? removeStaging(parentFd, root, stagingOwner)
+            : j.keepOld === true
+              ? keepOldTree(parentFd, root, keptName(root.path, j.id))
+              : removeOldTree(parentFd, root);
           if (left === "foreign") {
             log.warn(
               { app, restore: j.id, path: root.path, left: root.staging },

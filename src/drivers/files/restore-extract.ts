@@ -16,6 +16,7 @@
  * (restore-commit.ts), so a directory's final mode cannot keep the restore out of it.
  */
 import { closeSync, fchmodSync, fchownSync, writeSync } from "node:fs";
+import { dirname } from "node:path";
 import {
   checkLinkTarget,
   parseArchivePath,
@@ -25,6 +26,7 @@ import {
 import type { TarHeader } from "../../core/archive/tar.js";
 import { FerryError } from "../../core/errors.js";
 import { failpoint } from "../../core/failpoint.js";
+import { errnoOf, fsCodeOf, fsFailure } from "../../core/fs-errors.js";
 import { explain, openBeneath, RESOLVE_STRICT } from "../../core/safe-fs.js";
 import {
   lchownAt,
@@ -57,6 +59,9 @@ export function sanitizeMode(mode: number): number {
 interface OpenFile {
   fd: number;
   pos: number;
+  /** Its archive path and the directory its staging tree is in, for messages. */
+  path: string;
+  dir: string;
 }
 
 /** Extracts the payload entries of one archive into the staging trees. */
@@ -120,7 +125,12 @@ export class Extractor {
           return;
         case "file": {
           const fd = openBeneath(pfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
-          this.current = { fd, pos: 0 };
+          this.current = {
+            fd,
+            pos: 0,
+            path: h.path,
+            dir: dirname(root.path),
+          };
           return;
         }
         case "symlink":
@@ -140,6 +150,10 @@ export class Extractor {
     } catch (err) {
       if (err instanceof SysError && err.errnoName === "EEXIST")
         throw unsafe(`entry ${JSON.stringify(h.path)} appears twice`);
+      // No space or no inodes left is the disk's doing, not the archive's.
+      if (fsCodeOf(errnoOf(err)) === "DISK_FULL") {
+        throw fsFailure(err, `creating ${h.path} in the staging tree`, dirname(root.path)) ?? err;
+      }
       if (err instanceof SysError) {
         throw unsafe(
           `cannot create ${JSON.stringify(h.path)} (${explain(err)}): the archive is inconsistent`,
@@ -157,10 +171,16 @@ export class Extractor {
     // than a thread-pool round trip or gathering chunks into batches (bench/README.md,
     // "import"). Durability comes from the one syncfs before the swap (restore-commit.ts).
     let off = 0;
-    while (off < chunk.length) {
-      const n = writeSync(current.fd, chunk, off, chunk.length - off, current.pos);
-      off += n;
-      current.pos += n;
+    try {
+      while (off < chunk.length) {
+        const n = writeSync(current.fd, chunk, off, chunk.length - off, current.pos);
+        off += n;
+        current.pos += n;
+      }
+    } catch (err) {
+      // A full disk (or quota), a read-only or forbidden directory: the directory and the
+      // fix (DISK_FULL, READ_ONLY_FILESYSTEM, PERMISSION_DENIED), not a bare errno.
+      throw fsFailure(err, `writing ${current.path} into the staging tree`, current.dir) ?? err;
     }
     this.bytes += chunk.length;
   }

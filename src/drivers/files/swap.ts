@@ -2,7 +2,8 @@
  * What a files restore journal (journal.ts) steers, each act safe to repeat after a crash
  * at any point: the identity of a directory (dev:ino, `idAt`), the swap of a staged root
  * into place (`swapIn`), and removal of the old tree or of a staging tree only while it is
- * still the directory ferryd replaced or made (`removeOldTree`, `removeStaging`): an
+ * still the directory ferryd replaced or made (`removeOldTree`, `removeStaging`), or, for
+ * `--keep-old`, the old tree's rename beside the live one (`keepOldTree`): an
  * owner who can write the parent cannot exchange another directory into the name and
  * have it deleted. Used by the restore (restore-staging.ts, restore-commit.ts) and by
  * recovery at start-up (journal.ts).
@@ -56,6 +57,25 @@ export function removeOldTree(
   if (root.oldId === undefined)
     return idAt(parentFd, root.staging) === undefined ? "absent" : "foreign";
   return removeDirIfSame(parentFd, root.staging, root.oldId);
+}
+
+/**
+ * After the swap, with `keepOld`: renames the old tree, now at the staging name, to
+ * `kept` (journal.ts's `keptName`) beside it, if it is still the directory that was live
+ * (dev:ino); safe to call again after a crash ("kept" when it is already there).
+ */
+export function keepOldTree(
+  parentFd: number,
+  root: JournalRoot,
+  kept: string,
+): "kept" | "absent" | "foreign" {
+  if (!root.existed) return "absent";
+  if (root.oldId === undefined) return "foreign";
+  const atStaging = idAt(parentFd, root.staging);
+  if (atStaging === undefined) return idAt(parentFd, kept) === root.oldId ? "kept" : "absent";
+  if (atStaging !== root.oldId) return "foreign";
+  renameAt2(parentFd, root.staging, parentFd, kept, RENAME_NOREPLACE);
+  return "kept";
 }
 
 /**

@@ -8,7 +8,7 @@
  * | `socket` | the client's default | path of the server's Unix socket |
  */
 import { z } from "zod";
-import { absolutePathSchema, commonKeys } from "../common.js";
+import { absolutePathSchema, commonKeys, userNameSchema } from "../common.js";
 import { databaseList, resolveDbCommon } from "../db/config.js";
 
 /** MariaDB database names are at most 64 characters. */
@@ -26,7 +26,7 @@ export const mariadbSchema = z
     ...commonKeys,
     database: dbName.optional(),
     databases: z.array(dbName).min(1).optional(),
-    os_user: z.string().min(1).default("mysql"),
+    os_user: userNameSchema.default("mysql"),
     socket: absolutePathSchema.optional(),
   })
   .transform((c, ctx) => {

@@ -9,7 +9,7 @@
  * | `port` | libpq's default | server port (also names the Unix socket file) |
  */
 import { z } from "zod";
-import { commonKeys } from "../common.js";
+import { commonKeys, userNameSchema } from "../common.js";
 import { databaseList, resolveDbCommon } from "../db/config.js";
 
 /** PostgreSQL identifiers are at most 63 bytes (NAMEDATALEN - 1). */
@@ -26,7 +26,7 @@ export const postgresSchema = z
     database: dbName.optional(),
     databases: z.array(dbName).min(1).optional(),
     all: z.boolean().optional(),
-    os_user: z.string().min(1).default("postgres"),
+    os_user: userNameSchema.default("postgres"),
     host: z
       .string()
       .min(1)
