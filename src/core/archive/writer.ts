@@ -12,11 +12,14 @@
  * back once written (ferryd, from the socket write's callback) makes the steady state
  * allocation-free; one that keeps them simply gets new ones.
  *
- * Reads go through the thread pool (one pread of up to a block each), never on the event
- * loop: a read that does not return — an NFS server gone away, a hung FUSE file system, a
- * disk retrying a bad sector — then holds that one backup (and a pool thread) instead of
- * ferryd, which goes on serving every other client, job, cancel and signal (a process
- * waiting on such a read cannot even be killed). test/e2e/stuck-read.test.ts proves it.
+ * Reads never wait on the event loop. What the page cache holds is copied synchronously
+ * with preadv2(RWF_NOWAIT) (src/core/sys.ts, preadCached), which answers at once, with
+ * EAGAIN, when it would have to wait; everything else goes through the thread pool (one
+ * pread of up to a block each). So a read that does not return — an NFS server gone away,
+ * a hung FUSE file system, a disk retrying a bad sector — holds that one backup (and a
+ * pool thread) instead of ferryd, which goes on serving every other client, job, cancel
+ * and signal (a process waiting on such a read cannot even be killed);
+ * test/e2e/stuck-read.test.ts proves it. A warm tree costs no pool hop per file.
  * The rest of an entry's work (headers, the walk's openat2/statx) is synchronous, so the
  * writer gives the loop a turn (setImmediate) after an entry whenever it has worked for
  * TURN_MS without one, handing out the block first if it holds COALESCE bytes.
@@ -30,6 +33,7 @@ import { closeSync, read } from "node:fs";
 import { performance } from "node:perf_hooks";
 import { ARCHIVE_FORMAT, END_PATH, type EndRecord, MANIFEST_PATH } from "../../api/types.js";
 import { FerryError } from "../errors.js";
+import { preadCached } from "../sys.js";
 import { BLOCK, encodeHeader, fileEntryHeader, padding, type TarHeader } from "./tar.js";
 
 export interface ArchiveEntry {
@@ -153,9 +157,14 @@ export async function* writeArchive(
     while (pos < h.size) {
       signal?.throwIfAborted();
       const want = Math.min(h.size - pos, block.length - fill);
-      // The block is this generator's until handed out, so nothing touches it meanwhile.
-      const n = await readAt(fd, block, fill, want, pos);
-      lastTurn = performance.now(); // the loop ran while the read was away
+      // What the page cache holds is copied at once (preadv2 RWF_NOWAIT, never a wait on
+      // a disk or a network); anything else is read on the thread pool. The block is this
+      // generator's until handed out, so nothing touches it meanwhile.
+      let n = preadCached(fd, block, fill, want, pos);
+      if (n < 0) {
+        n = await readAt(fd, block, fill, want, pos);
+        lastTurn = performance.now(); // the loop ran while the read was away
+      }
       if (n === 0) {
         warnings.push(`${h.path}: shrank by ${h.size - pos} bytes while being read; zero-filled`);
         while (pos < h.size) {
@@ -173,6 +182,10 @@ export async function* writeArchive(
       fill += n;
       pos += n;
       if (fill === block.length) yield takeBlock();
+      if (pos < h.size && overBudget()) {
+        if (fill >= COALESCE) yield takeBlock();
+        await turn();
+      }
     }
   }
 
