@@ -16,7 +16,7 @@ import { BenchEnv, missingBasics, ROOT } from "./lib/env.js";
 import { type FerryAbilities, probeFerry } from "./lib/ferryd.js";
 import { machineInfo } from "./lib/machine.js";
 import { type CaseResult, SkipCase } from "./lib/measure.js";
-import { markdownTable, terminalTable } from "./lib/report.js";
+import { markdownTable, terminalTable, usageTable } from "./lib/report.js";
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
 
@@ -39,6 +39,8 @@ async function main(): Promise<number> {
   if (opts.from !== undefined) {
     const saved = JSON.parse(readFileSync(opts.from, "utf8")) as { results: CaseResult[] };
     say(terminalTable(saved.results));
+    const usage = usageTable(saved.results);
+    if (usage !== "") say(`\n${usage}`);
     say("");
     say(markdownTable(saved.results));
     return 0;
@@ -91,6 +93,7 @@ async function main(): Promise<number> {
         target: c.target,
         targetValue: c.targetValue,
         targetHigherIsBetter: c.targetHigherIsBetter,
+        displayUnit: c.displayUnit,
       };
       const t0 = Date.now();
       try {
@@ -151,6 +154,8 @@ async function main(): Promise<number> {
     `\n${date}, ${machine.host}: ${machine.cpuModel}, ${machine.cores} cores, ${(machine.memoryBytes / 2 ** 30).toFixed(0)} GiB, ${machine.kernel}, Node ${machine.node}`,
   );
   say(terminalTable(results));
+  const usage = usageTable(results);
+  if (usage !== "") say(`\n${usage}`);
   say(`\nratio: baseline time / Ferry time per pair (bytes: Ferry / baseline); results in ${file}`);
   return results.some((r) => r.status === "failed") ? 1 : 0;
 }

@@ -5,7 +5,7 @@ import { exportCase } from "./export.js";
 import { importCase } from "./import.js";
 import { postgresCase } from "./postgres.js";
 import { repoCase } from "./repo.js";
-import { rssCase } from "./rss.js";
+import { clientRssCase, rssCase } from "./rss.js";
 import type { BenchCase } from "./types.js";
 
 export const CASES: readonly BenchCase[] = [
@@ -15,6 +15,7 @@ export const CASES: readonly BenchCase[] = [
   importCase("small"),
   postgresCase,
   rssCase,
+  clientRssCase,
   repoCase("first"),
   repoCase("unchanged"),
   repoCase("1pct"),

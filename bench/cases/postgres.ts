@@ -10,9 +10,17 @@ import { appendFileSync, existsSync, readdirSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import type { BenchEnv } from "../lib/env.js";
-import { appToml, type Ferryd, ferryArgv, hasDriver, startFerryd } from "../lib/ferryd.js";
+import {
+  appToml,
+  baselineSample,
+  type Ferryd,
+  ferrySample,
+  hasDriver,
+  startFerryd,
+} from "../lib/ferryd.js";
 import { alternate, SkipCase, speedRatios } from "../lib/measure.js";
 import { run, shell, type User } from "../lib/proc.js";
+import { summariseUsage } from "../lib/usage.js";
 import type { BenchCase, CaseContext, CaseOutcome } from "./types.js";
 
 /** The newest PostgreSQL server binaries installed the Debian way, if any. */
@@ -155,22 +163,15 @@ export const postgresCase: BenchCase = {
       const result = await alternate(
         {
           command: `pg_dump -Fc ${cluster.database} | cat >/dev/null (as ${cluster.user.name})`,
-          measure: async () =>
-            (await run(shell('"$@" | cat >/dev/null', ...pgDump), { user: cluster.user })).seconds,
+          measure: () =>
+            baselineSample(env, shell('"$@" | cat >/dev/null', ...pgDump), { user: cluster.user }),
         },
         daemon === undefined
           ? undefined
           : {
               command: "ferry export pg | cat >/dev/null",
-              measure: async () =>
-                (
-                  await run(
-                    shell(
-                      '"$@" | cat >/dev/null',
-                      ...ferryArgv(env, (daemon as Ferryd).socket, ["export", "pg"]),
-                    ),
-                  )
-                ).seconds,
+              measure: () =>
+                ferrySample(env, daemon as Ferryd, ["export", "pg"], { discard: true }),
             },
         ctx.pairs,
         ctx.say,
@@ -191,8 +192,8 @@ export const postgresCase: BenchCase = {
           postgres: bin,
           databaseBytes: cluster.sizeBytes,
           pgDumpFcBytes: dumpBytes,
-          ...(daemon === undefined ? {} : { ferrydPeakRssBytes: daemon.peakRss() }),
         },
+        usage: summariseUsage(result.baseline.usage, result.ferry?.usage),
       };
     } finally {
       await daemon?.stop();

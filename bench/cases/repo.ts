@@ -22,10 +22,25 @@ import { join } from "node:path";
 import type { Tree } from "../lib/data.js";
 import { modifyOnePercent } from "../lib/data.js";
 import type { BenchEnv } from "../lib/env.js";
-import { appToml, type Ferryd, ferryArgv, startFerryd } from "../lib/ferryd.js";
+import {
+  appToml,
+  baselineSample,
+  type Ferryd,
+  ferryArgv,
+  ferrySample,
+  startFerryd,
+} from "../lib/ferryd.js";
 import { treeStats } from "../lib/fs-util.js";
-import { alternate, type Side, SkipCase, sizeRatios, speedRatios } from "../lib/measure.js";
+import {
+  alternate,
+  type Sample,
+  type Side,
+  SkipCase,
+  sizeRatios,
+  speedRatios,
+} from "../lib/measure.js";
 import { run, which } from "../lib/proc.js";
+import { summariseUsage } from "../lib/usage.js";
 import type { BenchCase, CaseContext, CaseOutcome } from "./types.js";
 
 type Kind = "first" | "unchanged" | "1pct";
@@ -45,6 +60,7 @@ const TARGETS: Record<Kind, [string, number, boolean]> = {
 class Restic {
   readonly env: Record<string, string>;
   constructor(
+    private readonly benchEnv: BenchEnv,
     private readonly bin: string,
     cache: string,
   ) {
@@ -54,11 +70,12 @@ class Restic {
     rmSync(repo, { recursive: true, force: true });
     await run([this.bin, "-r", repo, "init"], { env: this.env });
   }
-  async backup(repo: string, dir: string): Promise<number> {
-    const r = await run([this.bin, "-r", repo, "backup", "--quiet", "--host", "ferry-bench", dir], {
-      env: this.env,
-    });
-    return r.seconds;
+  backup(repo: string, dir: string): Promise<Sample> {
+    return baselineSample(
+      this.benchEnv,
+      [this.bin, "-r", repo, "backup", "--quiet", "--host", "ferry-bench", dir],
+      { env: this.env },
+    );
   }
 }
 
@@ -81,12 +98,10 @@ class FerryRepo {
       this.env.ownedDir(repo, this.env.backupUser, 0o700);
     }
   }
-  async backup(repo: string, app: string): Promise<number> {
-    return (
-      await run(ferryArgv(this.env, this.daemon.socket, ["backup", app, "--repo", repo]), {
-        env: FERRY_ENV,
-      })
-    ).seconds;
+  backup(repo: string, app: string): Promise<Sample> {
+    return ferrySample(this.env, this.daemon, ["backup", app, "--repo", repo], {
+      env: FERRY_ENV,
+    });
   }
 }
 
@@ -108,7 +123,7 @@ export function repoCase(kind: Kind): BenchCase {
       if (resticBin === undefined) throw new SkipCase("restic is not installed");
       const data: Tree = await env.tree("small");
       const work = env.ownedDir(join(env.tmp, "work", `repo-${kind}`), env.backupUser, 0o755);
-      const restic = new Restic(resticBin, join(work, "restic-cache"));
+      const restic = new Restic(env, resticBin, join(work, "restic-cache"));
       const resticRepo = join(work, "restic-repo");
       const ferryRepo = join(work, "ferry-repo");
       let daemon: Ferryd | undefined;
@@ -152,10 +167,10 @@ export function repoCase(kind: Kind): BenchCase {
               },
             };
           }
-          const grown = async (repo: string, backup: () => Promise<number>) => {
+          const grown = async (repo: string, backup: () => Promise<Sample>): Promise<Sample> => {
             const before = treeStats(repo).bytes;
-            await backup();
-            return treeStats(repo).bytes - before;
+            const s = await backup();
+            return { value: treeStats(repo).bytes - before, usage: s.usage };
           };
           return {
             a: {
@@ -199,6 +214,7 @@ export function repoCase(kind: Kind): BenchCase {
             resticRepositoryBytes: treeStats(resticRepo).bytes,
             ...(ferry === undefined ? {} : { ferryRepositoryBytes: treeStats(ferryRepo).bytes }),
           },
+          usage: summariseUsage(result.baseline.usage, result.ferry?.usage),
         };
       } finally {
         await daemon?.stop();

@@ -24,5 +24,7 @@ export interface BenchCase {
   target: string;
   targetValue?: number;
   targetHigherIsBetter?: boolean;
+  /** How peak-rss figures are shown (default MB). */
+  displayUnit?: "MB" | "MiB";
   run(ctx: CaseContext): Promise<CaseOutcome>;
 }

@@ -14,6 +14,7 @@
  *   etc/NAME.toml             one ferryd config per ferryd started
  *   run-NAME/, state-NAME/    its socket directory and state directory (backup user)
  *   work/                     scratch space of the cases
+ *   usage/                    GNU time's output for each measured command (read, removed)
  */
 import { execFileSync } from "node:child_process";
 import {
@@ -31,6 +32,7 @@ import { fileURLToPath } from "node:url";
 import type { BenchOptions } from "./args.js";
 import { generateBigTree, generateSmallTree, type Tree } from "./data.js";
 import { run, type User, which } from "./proc.js";
+import { GNU_TIME } from "./usage.js";
 
 export const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 export const FERRY = join(ROOT, "dist/src/cli/ferry.js");
@@ -49,6 +51,7 @@ export class BenchEnv {
   readonly factor: number;
   private readonly trees = new Map<TreeName, Tree>();
   private extraUsers = new Map<string, User>();
+  private usageFiles = 0;
 
   constructor(
     readonly options: BenchOptions,
@@ -66,7 +69,12 @@ export class BenchEnv {
       this.appUser = me;
       this.backupUser = me;
     }
-    for (const d of ["data", "etc", "work"]) mkdirSync(join(this.tmp, d), { mode: 0o755 });
+    for (const d of ["data", "etc", "work", "usage"]) mkdirSync(join(this.tmp, d), { mode: 0o755 });
+  }
+
+  /** A fresh path for GNU time's output of one command (written by the harness's user). */
+  usageFile(): string {
+    return join(this.tmp, "usage", `${++this.usageFiles}.txt`);
   }
 
   get mode(): string {
@@ -159,9 +167,13 @@ export function ensureUser(name: string): User {
 
 /** Whether the harness can run at all: the built programs and the tools every case uses. */
 export function missingBasics(): string | undefined {
-  for (const tool of ["bash", "tar", "cat", "sync"]) {
+  for (const tool of ["bash", "tar", "cat", "sync", "getconf"]) {
     if (which(tool) === undefined) return `${tool} is not installed`;
   }
+  // Every sample's CPU seconds and peak RSS come from GNU time (the Debian package `time`;
+  // bash's `time` keyword cannot write the maximum resident set).
+  if (which(GNU_TIME) === undefined)
+    return `${GNU_TIME} (GNU time, Debian package "time") is not installed`;
   // Every pipeline ends in /dev/null; a regular file there (a root process once renamed an
   // archive over it) would make the baselines write to disk and non-root helpers fail.
   if (!statSync("/dev/null").isCharacterDevice())

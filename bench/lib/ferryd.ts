@@ -5,10 +5,11 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
-import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { type BenchEnv, FERRY, FERRYD } from "./env.js";
-import { asUser, run } from "./proc.js";
+import type { Sample } from "./measure.js";
+import { asUser, run, shell } from "./proc.js";
+import { type FerrydUsage, peakRss, processSample, readTimed, timed } from "./usage.js";
 
 export interface Ferryd {
   pid: number;
@@ -16,6 +17,8 @@ export interface Ferryd {
   log(): string;
   /** VmHWM (peak resident set) of the ferryd process, in bytes. */
   peakRss(): number;
+  /** Starts one sample (VmHWM reset unless `resetPeak` is false); call the result after it. */
+  sample(resetPeak?: boolean): () => FerrydUsage;
   stop(): Promise<void>;
 }
 
@@ -59,12 +62,8 @@ export async function startFerryd(env: BenchEnv, name: string, apps: string[]): 
     pid,
     socket,
     log: () => log,
-    peakRss() {
-      const status = readFileSync(`/proc/${pid}/status`, "utf8");
-      const m = /^VmHWM:\s+(\d+)\s+kB/m.exec(status);
-      if (m === null) throw new Error(`no VmHWM in /proc/${pid}/status`);
-      return Number(m[1]) * 1024;
-    },
+    peakRss: () => peakRss(pid),
+    sample: (resetPeak = true) => processSample(pid, resetPeak),
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill("SIGTERM");
@@ -78,6 +77,45 @@ export async function startFerryd(env: BenchEnv, name: string, apps: string[]): 
 /** argv of `ferry --socket SOCK ARGS…` as the backup user. */
 export function ferryArgv(env: BenchEnv, socket: string, args: string[]): string[] {
   return asUser(env.backupUser, [process.execPath, FERRY, "--socket", socket, ...args]);
+}
+
+export interface FerryRun {
+  /** `ferry ARGS… | cat >/dev/null` instead of `ferry ARGS…` (output discarded). */
+  discard?: boolean;
+  env?: Record<string, string>;
+  /** false: ferryd's peak is its lifetime peak (a ferryd started for this one sample). */
+  resetPeak?: boolean;
+}
+
+/**
+ * One measured `ferry` command against `daemon`: its wall time from spawn to exit, ferry's
+ * own CPU seconds and max RSS (GNU time around ferry only, not the `| cat`), and ferryd's
+ * CPU seconds and peak RSS over the same interval.
+ */
+export async function ferrySample(
+  env: BenchEnv,
+  daemon: Ferryd,
+  args: string[],
+  opts: FerryRun = {},
+): Promise<Sample> {
+  const file = env.usageFile();
+  const argv = timed(file, ferryArgv(env, daemon.socket, args));
+  const end = daemon.sample(opts.resetPeak ?? true);
+  const r = await run(opts.discard ? shell('"$@" | cat >/dev/null', ...argv) : argv, {
+    env: opts.env,
+  });
+  const ferryd = end();
+  return { value: r.seconds, usage: { ferry: readTimed(file), ferryd } };
+}
+
+/** One measured baseline command: wall time, and its (and its children's) CPU and max RSS. */
+export async function baselineSample(
+  env: BenchEnv,
+  argv: string[],
+  opts: Parameters<typeof run>[1] = {},
+): Promise<Sample> {
+  const r = await run(argv, { ...opts, usageFile: env.usageFile() });
+  return { value: r.seconds, usage: { baseline: r.usage } };
 }
 
 export interface FerryAbilities {
@@ -98,7 +136,7 @@ export async function probeFerry(env: BenchEnv): Promise<FerryAbilities> {
     else if (inCommands && /^\S/.test(line)) inCommands = false;
     else if (inCommands) {
       const m = /^ {2}([a-z][a-z-]*)\b/.exec(line);
-      if (m !== null) commands.push(m[1] as string);
+      if (m !== null && !commands.includes(m[1] as string)) commands.push(m[1] as string);
     }
   }
   const daemon = await startFerryd(env, "probe", []);

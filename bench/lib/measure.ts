@@ -2,16 +2,24 @@
  * Alternating measurement: one warm-up pair (not recorded; it also brings the data into
  * the page cache), then `pairs` pairs of baseline (A) and Ferry (B), A B A B …, so that
  * slow drifts of a shared machine hit both sides alike. Each side may have untimed
- * `before`/`after` steps (emptying a target directory, `sync`, …).
+ * `before`/`after` steps (emptying a target directory, `sync`, …). Every sample carries,
+ * beside its value, the CPU seconds and peak RSS of the processes involved (usage.ts).
  */
 import { median, type RatioSummary, summariseRatios } from "./stats.js";
+import type { Role, SampleUsage, UsageSummary } from "./usage.js";
+
+/** One measurement: the value (seconds, or bytes for size metrics) and where it went. */
+export interface Sample {
+  value: number;
+  usage?: SampleUsage;
+}
 
 export interface Side {
   /** The command as a reader would type it, for the report. */
   command: string;
   before?(): Promise<void>;
   /** Runs once and returns the measured value (seconds, or bytes for size metrics). */
-  measure(): Promise<number>;
+  measure(): Promise<Sample>;
   after?(): Promise<void>;
 }
 
@@ -22,6 +30,9 @@ export interface SideResult {
   samples: number[];
   median: number;
   warmup?: number;
+  /** Per sample, in the order of `samples`: CPU seconds and peak RSS per process. */
+  usage?: (SampleUsage | undefined)[];
+  warmupUsage?: SampleUsage;
 }
 
 export type CaseStatus = "ran" | "baseline-only" | "skipped" | "failed";
@@ -45,7 +56,12 @@ export interface CaseResult {
   /** The issue's target as a number on `ratio` (or on the Ferry median for peak-rss). */
   targetValue?: number;
   targetHigherIsBetter?: boolean;
+  /** How peak-rss figures are shown: MB (10⁶ bytes, the default) or MiB. */
+  displayUnit?: "MB" | "MiB";
   details?: Record<string, unknown>;
+  /** Per process (ferry, ferryd, the baseline command): medians of CPU seconds and the
+   * peak RSS over the measured samples of both sides (warm-up excluded). */
+  usage?: Partial<Record<Role, UsageSummary>>;
 }
 
 /** Thrown by a case to be skipped with a printed reason. */
@@ -57,7 +73,7 @@ export async function alternate(
   pairs: number,
   say: (line: string) => void,
 ): Promise<{ baseline: SideResult; ferry?: SideResult; pairs: [number, number | undefined][] }> {
-  const once = async (side: Side): Promise<number> => {
+  const once = async (side: Side): Promise<Sample> => {
     await side.before?.();
     try {
       return await side.measure();
@@ -69,26 +85,50 @@ export async function alternate(
     v === undefined ? "-" : v >= 1000 ? `${(v / 1e6).toFixed(3)} MB` : `${v.toFixed(3)} s`;
   const wa = await once(baseline);
   const wb = ferry === undefined ? undefined : await once(ferry);
-  say(`  warm-up: baseline ${fmt(wa)}  ferry ${fmt(wb)}`);
-  const a: number[] = [];
-  const b: number[] = [];
+  say(`  warm-up: baseline ${fmt(wa.value)}  ferry ${fmt(wb?.value)}${brief(wb)}`);
+  const a: Sample[] = [];
+  const b: Sample[] = [];
   const out: [number, number | undefined][] = [];
   for (let i = 0; i < pairs; i++) {
-    const va = await once(baseline);
-    a.push(va);
-    const vb = ferry === undefined ? undefined : await once(ferry);
-    if (vb !== undefined) b.push(vb);
-    out.push([va, vb]);
-    say(`  pair ${i + 1}/${pairs}: baseline ${fmt(va)}  ferry ${fmt(vb)}`);
+    const sa = await once(baseline);
+    a.push(sa);
+    const sb = ferry === undefined ? undefined : await once(ferry);
+    if (sb !== undefined) b.push(sb);
+    out.push([sa.value, sb?.value]);
+    say(`  pair ${i + 1}/${pairs}: baseline ${fmt(sa.value)}  ferry ${fmt(sb?.value)}${brief(sb)}`);
   }
   return {
-    baseline: { command: baseline.command, samples: a, median: median(a), warmup: wa },
-    ferry:
-      ferry === undefined
-        ? undefined
-        : { command: ferry.command, samples: b, median: median(b), warmup: wb as number },
+    baseline: sideResult(baseline.command, a, wa),
+    ferry: ferry === undefined ? undefined : sideResult(ferry.command, b, wb as Sample),
     pairs: out,
   };
+}
+
+/** A side's samples as reported: values, their median, and the usage of each. */
+export function sideResult(command: string, samples: Sample[], warmup?: Sample): SideResult {
+  const values = samples.map((s) => s.value);
+  const r: SideResult = { command, samples: values, median: median(values) };
+  if (warmup !== undefined) r.warmup = warmup.value;
+  if (samples.some((s) => s.usage !== undefined)) r.usage = samples.map((s) => s.usage);
+  if (warmup?.usage !== undefined) r.warmupUsage = warmup.usage;
+  return r;
+}
+
+/** " (ferry 1.2 s CPU, 61 MiB; ferryd 0.9 s CPU, 95 MiB)" for the progress lines. */
+function brief(s: Sample | undefined): string {
+  const u = s?.usage;
+  if (u === undefined) return "";
+  const part = (
+    name: string,
+    p: { userSeconds: number; systemSeconds: number; peakRssBytes: number } | undefined,
+  ) =>
+    p === undefined
+      ? []
+      : [
+          `${name} ${(p.userSeconds + p.systemSeconds).toFixed(2)} s CPU, ${(p.peakRssBytes / 2 ** 20).toFixed(0)} MiB`,
+        ];
+  const parts = [...part("ferry", u.ferry), ...part("ferryd", u.ferryd)];
+  return parts.length === 0 ? "" : ` (${parts.join("; ")})`;
 }
 
 /** The ratio summary for time samples: baseline / ferry per pair (> 1: Ferry faster). */

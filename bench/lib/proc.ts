@@ -6,6 +6,7 @@
 import { spawn } from "node:child_process";
 import { accessSync, constants } from "node:fs";
 import { delimiter, join } from "node:path";
+import { type ProcessUsage, readTimed, timed } from "./usage.js";
 
 export interface User {
   name: string;
@@ -40,12 +41,16 @@ export interface RunOptions {
   env?: Record<string, string>;
   timeoutMs?: number;
   input?: string;
+  /** Run the whole command (after the switch to `user`) under GNU time writing here; the
+   * result then has its `usage` (CPU of it and every process it waited for, max RSS). */
+  usageFile?: string;
 }
 
 export interface RunResult {
   seconds: number;
   stdout: string;
   stderr: string;
+  usage?: ProcessUsage;
 }
 
 export class CommandError extends Error {}
@@ -56,7 +61,8 @@ function tail(text: string, n = 2000): string {
 
 /** Runs argv to completion; rejects unless it exits 0. stdout is kept (up to 4 MiB). */
 export function run(argv: string[], opts: RunOptions = {}): Promise<RunResult> {
-  const full = asUser(opts.user, argv);
+  const switched = asUser(opts.user, argv);
+  const full = opts.usageFile === undefined ? switched : timed(opts.usageFile, switched);
   return new Promise((resolve, reject) => {
     const started = process.hrtime.bigint();
     const child = spawn(full[0] as string, full.slice(1), {
@@ -77,8 +83,14 @@ export function run(argv: string[], opts: RunOptions = {}): Promise<RunResult> {
     child.on("error", reject);
     child.on("close", (code, signal) => {
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      if (code === 0) resolve({ seconds, stdout: out, stderr: err });
-      else
+      if (code === 0) {
+        try {
+          const usage = opts.usageFile === undefined ? undefined : readTimed(opts.usageFile);
+          resolve({ seconds, stdout: out, stderr: err, usage });
+        } catch (e) {
+          reject(e);
+        }
+      } else
         reject(
           new CommandError(
             `${argv.join(" ")} failed (${signal ?? `exit ${code}`}): ${tail(err.trim(), 1500) || "(no stderr)"}`,

@@ -1,144 +1,23 @@
 /**
  * The agent server: HTTP/1.1 on a Unix socket, one operation at a time, as specified in
- * docs/agent-protocol.md.
+ * docs/agent-protocol.md. Its options and public types are options.ts; what info, backup
+ * and restore do is operations.ts. This module is the server's state: one operation at a
+ * time, a held prepare with its lease, closing with a grace period.
  */
 import { chmodSync, lstatSync, unlinkSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
-import { tmpdir } from "node:os";
 import { getPeerCred } from "../core/sys.js";
-import { type BackupWriter, TarResponseWriter } from "./backup-writer.js";
 import { AgentError, toAgentError } from "./errors.js";
+import { operationOf, readJsonBody, send, sendError } from "./http.js";
+import { answerInfo, type OperationRequest, serveBackup, serveRestore } from "./operations.js";
+import type { Agent, AgentOptions, FinishContext, Operation } from "./options.js";
 import {
   DEFAULT_PAYLOAD_LIMITS,
-  END_OF_TAR,
-  PayloadChecker,
   type PayloadLimits,
   PROTOCOL_HEADER,
   PROTOCOL_VERSION,
 } from "./protocol.js";
-import { type RestorePayload, StagedPayload } from "./restore-payload.js";
-
-export type Operation = "backup" | "restore";
-
-/** What `GET /v1/info` says about the application. */
-export interface AgentInfo {
-  /** The application's name (stable: ferryd checks it on restore). */
-  name: string;
-  /** The application's version. */
-  version: string;
-  /** What its payload holds, for people ("notes as JSON files"). */
-  holds?: string;
-  /** An estimate of the payload's size in bytes. */
-  estimateBytes?: () => number | Promise<number>;
-}
-
-/** Passed to `backup` and `restore`. */
-export interface OperationContext {
-  /** Aborts when ferryd disconnects or the agent closes. */
-  signal: AbortSignal;
-}
-
-/** Passed to `prepare`. */
-export interface PrepareContext extends OperationContext {
-  operation: Operation;
-  /** If `finish` has not come by then, the SDK calls it itself with outcome `expired`. */
-  leaseMs: number;
-}
-
-/** Passed to `finish`. */
-export interface FinishContext {
-  operation: Operation;
-  outcome: "ok" | "error" | "cancelled" | "expired";
-}
-
-export interface AgentOptions {
-  /** Path of the Unix socket to serve on. Its directory should be private to the app. */
-  socket: string;
-  info: AgentInfo;
-  /** Writes the payload. It runs between `prepare` and `finish` when those exist. */
-  backup(out: BackupWriter, ctx: OperationContext): Promise<void>;
-  /**
-   * Applies a complete, checked payload. Without it the agent refuses restores. Make it
-   * atomic: build the new state beside the live one, then swap.
-   */
-  restore?(payload: RestorePayload, ctx: OperationContext): Promise<void>;
-  /** Quiesce: after it resolves, the data must stay consistent until `finish`. */
-  prepare?(ctx: PrepareContext): Promise<void>;
-  /** Resume. Called exactly once for every successful `prepare`. */
-  finish?(ctx: FinishContext): Promise<void>;
-  /** Socket file mode (default 0o600; ferryd connects with CAP_DAC_OVERRIDE). */
-  socketMode?: number;
-  /** Only these uids may connect (SO_PEERCRED); default: anyone the socket's mode lets in. */
-  allowUids?: readonly number[];
-  /** Where restore payloads are staged (default the system temp dir). */
-  stagingDir?: string;
-  /** Bounds of a restore payload. */
-  limits?: Partial<PayloadLimits>;
-  /** Longest silence inside a request body (default 60 s). */
-  idleTimeoutMs?: number;
-  /** Longest lease a prepare may ask for (default 6 h). */
-  maxLeaseMs?: number;
-  /** Called with errors that are not sent to ferryd (handler failures, finish failures). */
-  onError?(err: unknown): void;
-}
-
-export interface Agent {
-  /** The socket path. */
-  readonly socket: string;
-  /** Starts serving; replaces a stale socket of the same owner, refuses anything else. */
-  listen(): Promise<void>;
-  /**
-   * Stops accepting, lets the running operation end for up to `graceMs` (default 10 s),
-   * then aborts it; a held prepare is finished with outcome `cancelled`.
-   */
-  close(graceMs?: number): Promise<void>;
-}
-
-const MAX_JSON_BODY = 64 * 1024;
-
-function send(res: ServerResponse, status: number, body: unknown): void {
-  if (res.headersSent) {
-    res.destroy();
-    return;
-  }
-  const text = JSON.stringify(body);
-  res.writeHead(status, {
-    "content-type": "application/json",
-    "content-length": Buffer.byteLength(text),
-    [PROTOCOL_HEADER]: String(PROTOCOL_VERSION),
-  });
-  res.end(text);
-}
-
-function sendError(res: ServerResponse, err: AgentError): void {
-  send(res, err.status, { error: { code: err.code, message: err.message } });
-}
-
-async function readJsonBody(req: IncomingMessage): Promise<Record<string, unknown>> {
-  const chunks: Buffer[] = [];
-  let n = 0;
-  for await (const c of req) {
-    n += (c as Buffer).length;
-    if (n > MAX_JSON_BODY) throw new AgentError("BAD_REQUEST", "the JSON body is too large");
-    chunks.push(c as Buffer);
-  }
-  if (n === 0) return {};
-  try {
-    const v = JSON.parse(Buffer.concat(chunks).toString("utf8"));
-    if (typeof v !== "object" || v === null || Array.isArray(v)) throw new Error("not an object");
-    return v as Record<string, unknown>;
-  } catch {
-    throw new AgentError("BAD_REQUEST", "the body is not a JSON object");
-  }
-}
-
-function operationOf(body: Record<string, unknown>): Operation {
-  if (body.operation !== "backup" && body.operation !== "restore") {
-    throw new AgentError("BAD_REQUEST", 'operation must be "backup" or "restore"');
-  }
-  return body.operation;
-}
 
 /** Creates an agent; call `listen()` to serve. */
 export function createAgent(options: AgentOptions): Agent {
@@ -311,7 +190,7 @@ class AgentServer implements Agent {
     switch (url) {
       case "/v1/info":
         want("GET");
-        return this.info(res);
+        return answerInfo(this.o, res, (err) => this.report(err));
       case "/v1/prepare":
         want("POST");
         return this.prepare(req, res);
@@ -320,10 +199,10 @@ class AgentServer implements Agent {
         return this.finish(req, res);
       case "/v1/backup":
         want("POST");
-        return this.exclusive(() => this.backup(req, res));
+        return this.exclusive(() => serveBackup(this.operation(req, res)));
       case "/v1/restore":
         want("POST");
-        return this.exclusive(() => this.restore(req, res));
+        return this.exclusive(() => serveRestore(this.operation(req, res)));
       default:
         throw new AgentError("NOT_FOUND", `no such path ${url.slice(0, 100)}`);
     }
@@ -342,26 +221,16 @@ class AgentServer implements Agent {
     }
   }
 
-  private async info(res: ServerResponse): Promise<void> {
-    const i = this.o.info;
-    let estimated: number | null = null;
-    if (i.estimateBytes !== undefined) {
-      try {
-        const n = await i.estimateBytes();
-        estimated = Number.isSafeInteger(n) && n >= 0 ? n : null;
-      } catch (err) {
-        this.report(err);
-      }
-    }
-    send(res, 200, {
-      protocol: PROTOCOL_VERSION,
-      name: i.name,
-      version: i.version,
-      holds: i.holds ?? "",
-      estimated_bytes: estimated,
-      prepare: this.o.prepare !== undefined,
-      restore: this.o.restore !== undefined,
-    });
+  /** What serveBackup and serveRestore (operations.ts) are given. */
+  private operation(req: IncomingMessage, res: ServerResponse): OperationRequest {
+    return {
+      o: this.o,
+      limits: this.limits,
+      req,
+      res,
+      signalOf: () => this.requestSignal(req, res),
+      report: (err) => this.report(err),
+    };
   }
 
   /** An AbortSignal that fires when the client goes away before the response ended. */
@@ -424,61 +293,5 @@ class AgentServer implements Agent {
     }
     await this.release(outcome);
     send(res, 200, { ok: true, held: true });
-  }
-
-  private async backup(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    req.resume();
-    const signal = this.requestSignal(req, res);
-    const writer = new TarResponseWriter(res, new PayloadChecker(this.limits), signal, () => {
-      res.writeHead(200, {
-        "content-type": "application/x-tar",
-        trailer: "Ferry-Status",
-        [PROTOCOL_HEADER]: String(PROTOCOL_VERSION),
-      });
-    });
-    try {
-      await this.o.backup(writer, { signal });
-      await writer.write(END_OF_TAR);
-      res.addTrailers({ "Ferry-Status": "ok" });
-      res.end();
-    } catch (err) {
-      if (!writer.hasStarted || res.destroyed) throw err;
-      // The tar stream stays without its end blocks, and the trailer says why.
-      const e = toAgentError(err);
-      if (e.code === "INTERNAL") this.report(err);
-      const msg = e.message.replace(/[^\x20-\x7e]/g, "?").slice(0, 300);
-      res.addTrailers({ "Ferry-Status": `error ${e.code} ${msg}` });
-      res.end();
-    }
-  }
-
-  private async restore(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const handler = this.o.restore;
-    if (handler === undefined) {
-      req.resume();
-      throw new AgentError("NOT_SUPPORTED", "this application does not restore");
-    }
-    const signal = this.requestSignal(req, res);
-    const payload = await StagedPayload.receive(
-      req,
-      new PayloadChecker(this.limits),
-      this.o.stagingDir ?? tmpdir(),
-      this.o.idleTimeoutMs ?? 60_000,
-      signal,
-    );
-    try {
-      signal.throwIfAborted();
-      await handler(payload, { signal });
-      send(res, 200, { ok: true, entries: payload.entryCount, bytes: payload.bytes });
-    } catch (err) {
-      if (err instanceof AgentError) throw err;
-      this.report(err);
-      throw new AgentError(
-        "RESTORE_FAILED",
-        `the restore failed: ${(err as Error)?.message ?? err}`,
-      );
-    } finally {
-      await payload.dispose();
-    }
   }
 }

@@ -23,6 +23,10 @@
  *
  * @packageDocumentation
  */
+
+export { createAgent } from "./agent.js";
+export type { BackupWriter, EntryOptions } from "./backup-writer.js";
+export { AgentError, type AgentErrorCode } from "./errors.js";
 export type {
   Agent,
   AgentInfo,
@@ -31,10 +35,7 @@ export type {
   Operation,
   OperationContext,
   PrepareContext,
-} from "./agent.js";
-export { createAgent } from "./agent.js";
-export type { BackupWriter, EntryOptions } from "./backup-writer.js";
-export { AgentError, type AgentErrorCode } from "./errors.js";
+} from "./options.js";
 export type { PayloadLimits } from "./protocol.js";
 export { PROTOCOL_VERSION } from "./protocol.js";
 export type { RestoreEntry, RestorePayload } from "./restore-payload.js";

@@ -8,7 +8,8 @@ import { constants } from "node:fs";
 import { type FileHandle, mkdir, mkdtemp, open, rm, symlink, utimes } from "node:fs/promises";
 import { join } from "node:path";
 import { AgentError } from "./errors.js";
-import { ByteSource, type PayloadChecker, readTar } from "./protocol.js";
+import type { PayloadChecker } from "./protocol.js";
+import { ByteSource, readTar } from "./tar-stream.js";
 
 /** One entry of a restore payload. */
 export interface RestoreEntry {

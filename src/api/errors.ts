@@ -3,7 +3,8 @@
  * command is listed here with its HTTP status, its CLI exit class and what it means;
  * test/api/errors.test.ts checks that each is documented in docs/errors.md.
  *
- * This module imports nothing else of Ferry.
+ * This module imports nothing else of Ferry. It is longer than 300 lines on purpose: it
+ * is one table, read (and reviewed) as a whole, and docs/errors.md is generated from it.
  */
 
 /** How a code ends a `ferry`/`ferryd` command; the numbers are in src/cli/exit-codes.ts. */
@@ -196,6 +197,36 @@ export const ERRORS = {
     exit: "failure",
     description:
       "The archive names something a restore must never create (a path outside the application, '..', a link escaping it, a device node, a name over the limits…); nothing was changed.",
+  },
+  READ_ONLY_FILESYSTEM: {
+    status: 500,
+    exit: "failure",
+    description:
+      "ferryd could not write where a restore, journal or spool must (EROFS); the message names the directory. Under systemd the usual cause is a directory missing from ferryd.service's `ReadWritePaths=` (the parent of each restorable `paths` entry, the directory of each restorable sqlite `path`): add it in a drop-in and restart ferryd. Nothing was changed.",
+  },
+  PERMISSION_DENIED: {
+    status: 500,
+    exit: "failure",
+    description:
+      "ferryd was refused by the operating system (EACCES, EPERM) in the directory the message names: check that it holds its capabilities (`ferry doctor`), the directory's owner and mode, and immutable attributes. Nothing was changed.",
+  },
+  DISK_FULL: {
+    status: 507,
+    exit: "failure",
+    description:
+      "No space left (ENOSPC, or a quota: EDQUOT) on the filesystem of the directory the message names; a files restore needs room for a full copy beside the live data. Free space and try again; nothing was changed.",
+  },
+  OUTPUT_NOT_WRITABLE: {
+    status: 400,
+    exit: "usage",
+    description:
+      "`ferry export -o PATH`: PATH cannot be written (its directory is missing, read-only or not writable by you, or PATH is a directory where a file is needed); checked before anything is asked of ferryd, so no hook ran.",
+  },
+  INPUT_NOT_READABLE: {
+    status: 400,
+    exit: "usage",
+    description:
+      "`ferry import -i PATH`: PATH is missing, not a regular file, or not readable by you; checked before anything is sent to ferryd, so no hook ran.",
   },
   RESTORE_FAILED: {
     status: 500,

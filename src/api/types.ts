@@ -64,14 +64,32 @@ export interface AppSummary {
   name: string;
   driver: string;
   restore: boolean;
-  health: { ok: boolean; message: string };
+  health: { ok: boolean; message: string; fix?: string };
+}
+
+/** One finding of `POST /v1/apps/{app}/doctor`. */
+export interface DoctorCheck {
+  level: "ok" | "warn" | "fail";
+  /** What was checked and what was found. */
+  message: string;
+  /** For "warn" and "fail": what to do about it. */
+  fix?: string;
+}
+
+/** `POST /v1/apps/{app}/doctor`: the application checked the way a backup and a restore would use it. */
+export interface DoctorReport {
+  app: string;
+  driver: string;
+  restore: boolean;
+  checks: DoctorCheck[];
 }
 
 export interface AppDetail extends AppSummary {
   description: Record<string, unknown>;
 }
 
-export type JobKind = "backup" | "restore";
+/** "dry-run": `POST /v1/apps/{app}/restore?dry_run=1`, which changes nothing. */
+export type JobKind = "backup" | "restore" | "dry-run";
 export type JobState = "running" | "succeeded" | "failed" | "cancelled";
 
 /** A backup or restore as `GET /v1/jobs` and `GET /v1/jobs/{id}` describe it. */

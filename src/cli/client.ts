@@ -4,7 +4,8 @@
  * Transport failures become catalogued errors so the CLI can say what to do.
  */
 
-import { Agent, type IncomingMessage, request } from "node:http";
+import { readSync } from "node:fs";
+import { Agent, type ClientRequest, type IncomingMessage, request } from "node:http";
 import { Socket } from "node:net";
 import type { Readable } from "node:stream";
 import { DEFAULT_SOCKET } from "../api/defaults.js";
@@ -59,12 +60,16 @@ export class FerryClient {
     return this.opts.fd !== undefined ? `fd ${this.opts.fd}` : (this.opts.socket ?? DEFAULT_SOCKET);
   }
 
-  /** Sends a request; resolves with the response (any status), rejects on transport errors. */
+  /**
+   * Sends a request; resolves with the response (any status), rejects on transport errors.
+   * The body is a stream, or a pump that writes it into the request itself and ends it
+   * (see fileBody).
+   */
   request(
     method: string,
     path: string,
     signal?: AbortSignal,
-    body?: Readable,
+    body?: Readable | BodyPump,
   ): Promise<IncomingMessage> {
     return new Promise((resolve, reject) => {
       const headers: Record<string, string> = { Host: "ferry", Accept: "application/json" };
@@ -79,7 +84,18 @@ export class FerryClient {
       req.on("response", resolve);
       req.on("error", (err) => reject(this.transportError(err)));
       if (body === undefined) req.end();
-      else {
+      else if (typeof body === "function") {
+        let answered = false;
+        req.on("response", () => {
+          answered = true;
+        });
+        // ferryd may answer (and close) before the body is sent, e.g. a refused archive:
+        // the pump stops at the answer; its own failure (a read error) ends the request.
+        body(req, () => answered).then(
+          () => req.end(),
+          (err) => req.destroy(err),
+        );
+      } else {
         // ferryd may answer (and close) before the body is sent, e.g. a refused archive.
         body.on("error", (err) => req.destroy(err));
         body.pipe(req);
@@ -183,6 +199,47 @@ export class FerryClient {
         );
     }
   }
+}
+
+/** Writes a request body into `req` (not ending it); `answered()` says to stop early. */
+export type BodyPump = (req: ClientRequest, answered: () => boolean) => Promise<void>;
+
+const PUMP_BLOCK = 1024 * 1024;
+const PUMP_BLOCKS = 4;
+
+/**
+ * A body read from the regular file open at `fd`, synchronously, into PUMP_BLOCKS
+ * reused 1 MiB blocks: a block is read into again only once the socket has taken it (the
+ * write's callback), so memory stays at 4 MiB and nothing is allocated per read
+ * (bench/README.md, "import"). `onBytes` sees each block's size as it is sent.
+ */
+export function fileBody(fd: number, onBytes: (n: number) => void): BodyPump {
+  return async (req, answered) => {
+    const free: Buffer[] = [];
+    for (let i = 0; i < PUMP_BLOCKS; i++) free.push(Buffer.allocUnsafeSlow(PUMP_BLOCK));
+    let waiting: (() => void) | undefined;
+    const give = (b: Buffer) => {
+      free.push(b);
+      waiting?.();
+    };
+    for (;;) {
+      if (answered() || req.destroyed) return;
+      let block = free.pop();
+      while (block === undefined) {
+        await new Promise<void>((resolve) => {
+          waiting = resolve;
+        });
+        waiting = undefined;
+        if (answered() || req.destroyed) return;
+        block = free.pop();
+      }
+      const n = readSync(fd, block, 0, block.length, null);
+      if (n === 0) return;
+      onBytes(n);
+      const full = block;
+      req.write(block.subarray(0, n), () => give(full));
+    }
+  };
 }
 
 export async function readBody(res: IncomingMessage, max: number): Promise<string> {

@@ -21,102 +21,9 @@ import {
   snapshotsCommand,
 } from "./commands/repo-snapshots.js";
 import { backupToRestic, restoreFromRestic } from "./commands/restic-target.js";
-import { EXIT, UsageError } from "./exit-codes.js";
-import { runMain } from "./main.js";
-
-const HELP = `Usage: ferry [--socket PATH] COMMAND [ARGS]
-
-Commands:
-  apps [--json]              list the applications ferryd serves, with their health
-  export APP [-o FILE]       write APP's archive to FILE (default: stdout), verified
-  export APP… | --all -o DIR each application to DIR/APP.tar; goes on past failures
-  import APP [-i FILE]       restore APP from the archive in FILE (default: stdin)
-  jobs [--json]              running and recent backups and restores
-  cancel ID                  cancel a running job (helpers killed, post hooks run, restores rolled back)
-  doctor                     check the socket, the peer check, ferryd's uid and capabilities,
-                             each application's health and the space restores need
-  version [--json]           show ferry's and ferryd's versions, ferryd's uid and capabilities
-  init [--insecure-no-password]
-                             create a repository (encrypted unless told otherwise)
-  backup APP… | --all [--tag T]… [--force-full] [--to restic:REPO]
-                             one snapshot per application; goes on past failures; files
-                             apps send only what changed since their latest snapshot
-                             unless --force-full; with --to, each verified (complete)
-                             archive piped to restic backup --stdin
-  snapshots [--app A]        list the repository's snapshots
-  ls SNAPSHOT                the entries of a snapshot, like tar -tv
-  dump SNAPSHOT              the stored archive to stdout (as ferryd sent it; a completed
-                             delta with a freshly computed end record)
-  restore SNAPSHOT [--from restic:REPO]
-                             restore the snapshot's application through ferryd
-  check [--read-data]        verify the repository (and every blob with --read-data)
-  forget --keep-{last,hourly,daily,weekly,monthly,yearly} N | --keep-tag T [--app A]
-         [--dry-run] [--prune]
-                             remove snapshots by restic's keep policies, per app
-  prune [--dry-run]          remove unused data, repack mostly-empty packs
-
-Repository commands (init … prune, docs/repository.md) take --repo PATH (default
-$FERRY_REPO) and --json. SNAPSHOT is an id, a unique prefix of one (4+ hex digits), or
-'latest'. The password: --password-file FILE, --password-command CMD, $FERRY_PASSWORD,
-or a prompt on a terminal.
-
-Options:
-  --socket PATH   ferryd's socket (default $FERRY_SOCKET, else /run/ferry/ferry.sock);
-                  when started by 'ferryd run', the inherited connection in $FERRY_FD
-  -h, --help      this help
-
-Exit codes: 0 ok, 1 failure, 2 usage, 3 refused by ferryd (or the socket's permissions),
-4 ferryd unreachable, 130 interrupted.
-`;
-
-type Options = Record<string, { type: "string" | "boolean"; short?: string; multiple?: boolean }>;
-
-const REPO: Options = {
-  repo: { type: "string" },
-  "password-file": { type: "string" },
-  "password-command": { type: "string" },
-  json: { type: "boolean" },
-};
-const KEEP: Options = {
-  "keep-last": { type: "string" },
-  "keep-hourly": { type: "string" },
-  "keep-daily": { type: "string" },
-  "keep-weekly": { type: "string" },
-  "keep-monthly": { type: "string" },
-  "keep-yearly": { type: "string" },
-  "keep-tag": { type: "string", multiple: true },
-};
-
-const COMMANDS: Record<string, Options> = {
-  apps: { json: { type: "boolean" } },
-  export: { output: { type: "string", short: "o" }, all: { type: "boolean" } },
-  jobs: { json: { type: "boolean" } },
-  cancel: {},
-  doctor: {},
-  import: { input: { type: "string", short: "i" } },
-  version: { json: { type: "boolean" } },
-  init: { ...REPO, "insecure-no-password": { type: "boolean" } },
-  backup: {
-    ...REPO,
-    all: { type: "boolean" },
-    tag: { type: "string", multiple: true },
-    to: { type: "string" },
-    "force-full": { type: "boolean" },
-  },
-  snapshots: { ...REPO, app: { type: "string" } },
-  ls: REPO,
-  dump: REPO,
-  restore: { ...REPO, from: { type: "string" } },
-  check: { ...REPO, "read-data": { type: "boolean" } },
-  forget: {
-    ...REPO,
-    ...KEEP,
-    app: { type: "string" },
-    "dry-run": { type: "boolean" },
-    prune: { type: "boolean" },
-  },
-  prune: { ...REPO, "dry-run": { type: "boolean" } },
-};
+import { EXIT, exitCodeFor, UsageError } from "./exit-codes.js";
+import { COMMANDS, GLOBAL, HELP, splitArgs } from "./ferry-usage.js";
+import { printError, runMain } from "./main.js";
 
 function resticRepo(target: string, flag: string): string {
   if (!target.startsWith("restic:") || target.length <= "restic:".length) {
@@ -133,24 +40,6 @@ function keepCount(v: unknown, name: string): number | undefined {
   return Number(v);
 }
 
-const GLOBAL: Options = {
-  socket: { type: "string" },
-  help: { type: "boolean", short: "h" },
-  version: { type: "boolean" },
-};
-
-/** Splits argv at the command word, honouring `--socket VALUE` before it. */
-function splitArgs(argv: string[]): { global: string[]; command?: string; rest: string[] } {
-  let i = 0;
-  while (i < argv.length) {
-    const a = argv[i] as string;
-    if (a === "--socket") i += 2;
-    else if (a.startsWith("-")) i += 1;
-    else break;
-  }
-  return { global: argv.slice(0, i), command: argv[i], rest: argv.slice(i + 1) };
-}
-
 async function main(): Promise<number> {
   const split = splitArgs(process.argv.slice(2));
   let global: { socket?: string; help?: boolean; version?: boolean };
@@ -164,7 +53,12 @@ async function main(): Promise<number> {
     process.stdout.write(HELP);
     return split.command === undefined && !global.help ? EXIT.USAGE : EXIT.OK;
   }
-  const command = split.command ?? "version";
+  if (global.version || split.command === undefined) {
+    // `ferry --version`: the client's own version, whether or not ferryd runs.
+    process.stdout.write(`ferry ${VERSION}\n`);
+    return EXIT.OK;
+  }
+  const command = split.command;
   const options = COMMANDS[command];
   if (options === undefined) throw new UsageError(`unknown command ${JSON.stringify(command)}`);
   let parsed: { values: Record<string, unknown>; positionals: string[] };
@@ -298,22 +192,46 @@ async function main(): Promise<number> {
     }
     case "import":
       want(1, "one application name");
-      return importCommand(client, { app: pos[0] as string, input: v.input as string | undefined });
-    case "version": {
+      return importCommand(client, {
+        app: pos[0] as string,
+        input: v.input as string | undefined,
+        dryRun: v["dry-run"] === true,
+        yes: v.yes === true,
+        keepOld: v["keep-old"] === true,
+      });
+    case "version":
       want(0, "no arguments");
-      const info = await client.json<VersionInfo>("GET", "/v1/version");
-      if (v.json)
-        process.stdout.write(`${JSON.stringify({ ferry: VERSION, ferryd: info }, null, 2)}\n`);
-      else {
-        process.stdout.write(
-          `ferry ${VERSION}\nferryd ${info.version} (api ${info.api}) as ${info.user} (uid ${info.uid}), ` +
-            `capabilities: ${info.capabilities.join(", ") || "none"}\ndrivers: ${info.drivers.join(", ")}\n`,
-        );
-      }
-      return EXIT.OK;
-    }
+      return versionCommand(client, v.json === true);
   }
   throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+}
+
+/**
+ * `ferry version`: ferry's own version always comes first, so it is known even when ferryd
+ * is down. If ferryd cannot be asked, the reason follows on stderr (with its code) and the
+ * exit status is that failure's: 4 when ferryd is unreachable, 3 when it refuses this
+ * user. With --json the object is still printed, with `ferryd: null`.
+ */
+async function versionCommand(client: FerryClient, json: boolean): Promise<number> {
+  if (!json) process.stdout.write(`ferry ${VERSION}\n`);
+  let info: VersionInfo;
+  try {
+    info = await client.json<VersionInfo>("GET", "/v1/version");
+  } catch (err) {
+    if (json)
+      process.stdout.write(`${JSON.stringify({ ferry: VERSION, ferryd: null }, null, 2)}\n`);
+    printError("ferry", err);
+    return exitCodeFor(err);
+  }
+  if (json) {
+    process.stdout.write(`${JSON.stringify({ ferry: VERSION, ferryd: info }, null, 2)}\n`);
+  } else {
+    process.stdout.write(
+      `ferryd ${info.version} (api ${info.api}) as ${info.user} (uid ${info.uid}), ` +
+        `capabilities: ${info.capabilities.join(", ") || "none"}\ndrivers: ${info.drivers.join(", ")}\n`,
+    );
+  }
+  return EXIT.OK;
 }
 
 runMain("ferry", main);

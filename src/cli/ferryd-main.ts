@@ -6,6 +6,7 @@
 
 import { parseArgs } from "node:util";
 import { SERVICE_CAPS } from "../core/caps.js";
+import { FerryError } from "../core/errors.js";
 import { lookupUser } from "../core/users.js";
 import { VERSION } from "../core/version.js";
 import { DEFAULT_CONFIG } from "../daemon/config.js";
@@ -31,7 +32,10 @@ Options:
   --user NAME      when started as root: become NAME (the backup user), keeping only
                    the capabilities ferryd needs (${SERVICE_CAPS.join(", ")})
   --allow-root     permit running as uid 0 (not recommended)
-  --check-config   validate the config and exit (0 valid, 2 invalid)
+  --check-config   check the config and the machine, listing every problem with its
+                   line: the schema, users, declared paths (type, owner), helper and
+                   hook programs, the state directory, socket against ferry.socket;
+                   exit 0 valid (warnings on stderr), 2 invalid
   --version        print the version
   -h, --help       this help
 `;
@@ -73,8 +77,21 @@ async function main(): Promise<number> {
     throw new UsageError(`--user: no such user ${JSON.stringify(values.user)}`);
   }
   if (values["check-config"]) {
-    const config = checkConfig(configPath, user);
-    process.stdout.write(`${config.path}: valid, ${config.apps.size} application(s)\n`);
+    const report = checkConfig(configPath, user);
+    const { config, errors, warnings } = report;
+    if (errors > 0) {
+      const counts = `${errors} error(s)${warnings > 0 ? `, ${warnings} warning(s)` : ""}`;
+      throw new FerryError(
+        report.unsafe ? "CONFIG_UNSAFE" : "CONFIG_INVALID",
+        `${report.lines.join("\n")}\n${config.path}: invalid (${counts})`,
+      );
+    }
+    if (warnings > 0) {
+      process.stderr.write(`ferryd: warning: ${report.lines.join("\n")}\n`);
+    }
+    process.stdout.write(
+      `${config.path}: valid, ${config.apps.size} application(s)${warnings > 0 ? `, ${warnings} warning(s)` : ""}\n`,
+    );
     return EXIT.OK;
   }
   const uid = process.getuid?.() ?? -1;

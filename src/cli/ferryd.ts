@@ -7,7 +7,7 @@
  * check passed. A check that ran after the imports would be too late: a planted module
  * would already have run, as root in the instance that then switches to the backup user.
  */
-import { readFileSync } from "node:fs";
+import { fstatSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { assertCodeSafe, CodeUnsafeError } from "../daemon/code-check.js";
 
@@ -19,6 +19,21 @@ function privileged(): boolean {
     return m !== null && BigInt(`0x${m[1]}`) !== 0n;
   } catch {
     return true; // cannot tell: check
+  }
+}
+
+/**
+ * `<3>` (error) when stderr is the journal stream systemd announced (src/core/journal-stream.ts
+ * has the rule; this file may import nothing of Ferry's before the check).
+ */
+function journalPrefix(): string {
+  const m = /^(\d+):(\d+)$/.exec(process.env.JOURNAL_STREAM ?? "");
+  if (m === null) return "";
+  try {
+    const st = fstatSync(2, { bigint: true });
+    return st.dev === BigInt(m[1] as string) && st.ino === BigInt(m[2] as string) ? "<3>" : "";
+  } catch {
+    return "";
   }
 }
 
@@ -38,7 +53,7 @@ if (privileged()) {
     assertCodeSafe(process.getuid?.() ?? -1);
   } catch (err) {
     const code = err instanceof CodeUnsafeError ? err.code : "INTERNAL";
-    process.stderr.write(`ferryd: ${(err as Error).message} [${code}]\n`);
+    process.stderr.write(`${journalPrefix()}ferryd: ${(err as Error).message} [${code}]\n`);
     // CODE_UNSAFE is a setup problem, like an invalid config: exit 2 (src/api/errors.ts).
     process.exit(err instanceof CodeUnsafeError ? 2 : 1);
   }

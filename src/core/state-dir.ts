@@ -180,6 +180,81 @@ export class StateDir {
 }
 
 /**
+ * What `StateDir.open` would say about `path`, without creating or changing anything (for
+ * `ferryd --check-config`): the problems that would stop ferryd from starting, and a note
+ * when the directory does not exist yet (ferryd creates it; under systemd, tmpfiles does).
+ */
+export function inspectStateDir(
+  path: string,
+  privileged: boolean,
+): { message: string; warning?: boolean }[] {
+  const parts = path.split("/").filter((p) => p !== "" && p !== ".");
+  if (!path.startsWith("/") || parts.length === 0 || parts.includes("..")) {
+    return [{ message: `${path}: must be an absolute path below / without '..'` }];
+  }
+  let fd = openat2(
+    AT_FDCWD,
+    "/",
+    O_RDONLY | O_DIRECTORY | O_CLOEXEC,
+    0,
+    RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+  );
+  let at = "";
+  try {
+    for (const [i, part] of parts.entries()) {
+      const last = i === parts.length - 1;
+      at = `${at}/${part}`;
+      let sub: number;
+      try {
+        sub = openBeneath(fd, part, O_RDONLY | O_DIRECTORY);
+      } catch (err) {
+        if (err instanceof SysError && err.errnoName === "ENOENT" && last) {
+          return [
+            {
+              warning: true,
+              message: `${path} does not exist yet: ferryd creates it at start${privileged ? " (root-owned; with ProtectSystem=strict only if it is in ReadWritePaths=, so create it with tmpfiles: deploy/ferry.tmpfiles)" : ""}`,
+            },
+          ];
+        }
+        return [
+          { message: `${at}: cannot be opened without following symlinks (${explain(err)})` },
+        ];
+      }
+      const parent = statFd(fd);
+      closeSync(fd);
+      fd = sub;
+      if (!privileged) continue;
+      const st = statFd(fd);
+      const sticky = (parent.mode & 0o1000) !== 0;
+      if (parent.uid !== 0 || ((parent.mode & 0o022) !== 0 && !(sticky && st.uid === 0))) {
+        return [
+          {
+            message: unsafe(
+              at,
+              "a directory above it is owned or writable by a user other than root",
+            ).message,
+          },
+        ];
+      }
+      if (last && st.uid !== 0) {
+        return [{ message: unsafe(at, `it is owned by uid ${st.uid}, not root`).message }];
+      }
+      if (last && (st.mode & 0o022) !== 0) {
+        return [
+          {
+            message: unsafe(at, `its mode ${(st.mode & 0o7777).toString(8)} lets others write it`)
+              .message,
+          },
+        ];
+      }
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return [];
+}
+
+/**
  * mkdirat(parentFd, name, 0700), then open it without following anything and hand it on
  * that descriptor to `owner` (default: root when privileged, ferryd itself otherwise) with
  * `mode` (default 0700). With `existing: "check"` an existing directory is accepted if its

@@ -7,6 +7,10 @@
  *
  * Only Linux is supported: openat2 (5.6+) is the foundation of every filesystem rule in
  * docs/security.md, and there is no safe fallback for kernels without it.
+ *
+ * Longer than 300 lines on purpose: every binding of libc lives here, with its constants,
+ * so that the one errno convention (SysError) and the one place that decodes kernel
+ * structures (statx, dirents, ucred) are checked together; each binding is a few lines.
  */
 import koffi from "koffi";
 import { libc } from "./libc.js";
@@ -134,8 +138,40 @@ const c = {
   syncfs: libc.func("int syncfs(int)"),
   futimens: libc.func("int futimens(int, _In_ void *)"),
   lseek: libc.func("int64_t lseek(int, int64_t, int)"),
+  preadv2: libc.func("intptr_t preadv2(int, const void *, int, int64_t, int)"),
+  // memset with a length of 0 writes nothing and returns its first argument: the address of
+  // the memory koffi passes for a Buffer (a plain `void *` passes the Buffer's own memory).
+  addressOf: libc.func("uintptr_t memset(void *, int, size_t)"),
   close: libc.func("int close(int)"),
 };
+
+// --- reads that never wait --------------------------------------------------------------
+
+const RWF_NOWAIT = 0x8;
+const iov = Buffer.alloc(16);
+
+/**
+ * pread(2) of what is already in the page cache, with preadv2(RWF_NOWAIT): the bytes read
+ * (possibly fewer than asked, 0 at end of file), or -1 when the read would have to wait
+ * for a disk or a network, or the file system cannot say (EAGAIN, EOPNOTSUPP; FUSE and
+ * some network file systems answer so at once) — then the caller reads on the thread pool,
+ * where a read that never returns holds only that read. `buf` must be memory V8 does not
+ * move (any Buffer of 64 bytes or more lives outside the heap).
+ */
+export function preadCached(
+  fd: number,
+  buf: Buffer,
+  off: number,
+  len: number,
+  pos: number,
+): number {
+  if (buf.byteLength < 64 || len === 0) return -1;
+  const base = Number(c.addressOf(buf, 0, 0));
+  iov.writeBigUInt64LE(BigInt(base + off), 0);
+  iov.writeBigUInt64LE(BigInt(len), 8);
+  const n = Number(c.preadv2(fd, iov, 1, pos, RWF_NOWAIT));
+  return n >= 0 ? n : -1;
+}
 
 // --- peer credentials -------------------------------------------------------------------
 

@@ -33,8 +33,6 @@
  * rename or remove ours. POSIX ACLs are not consulted; keep these directories free of
  * ACLs that grant write access.
  */
-import { readFileSync } from "node:fs";
-import { readCaps } from "./caps.js";
 import { FerryError } from "./errors.js";
 import {
   AT_FDCWD,
@@ -260,45 +258,7 @@ export function secretPolicy(uid: number, privileged: boolean): TrustPolicy {
   return { kind: "root-only", owners: privileged || uid === 0 ? [0] : [0, uid] };
 }
 
-let processPolicy: TrustPolicy | undefined;
-
-/** secretPolicy for this process (uid and effective capabilities read once). */
-export function processSecretPolicy(): TrustPolicy {
-  if (processPolicy === undefined) {
-    const uid = process.getuid?.() ?? -1;
-    processPolicy = secretPolicy(uid, readCaps().effective.length > 0);
-  }
-  return processPolicy;
-}
-
 export const SECRET_ADVICE =
   "A file that ferryd reads because its config names it must be a regular file owned by root, " +
   "with one link and mode 0600 or 0400, in directories only root can write " +
   "(for example /etc/ferry/secrets, root:root 0700); see docs/security.md.";
-
-/**
- * Reads a file the config names (a secret) through the trusted walk, under `policy`
- * (default: this process's). The text is read from the descriptor that was checked.
- */
-export function readTrustedText(
-  path: string,
-  purpose: string,
-  policy: TrustPolicy = processSecretPolicy(),
-): string {
-  const f = openTrustedFile(path, {
-    policy,
-    purpose,
-    unsafeCode: "CONFIG_UNSAFE",
-    unreadableCode: "CONFIG_INVALID",
-    advice: SECRET_ADVICE,
-    followLinks: false,
-  });
-  try {
-    if (f.stat.size > 1 << 20) {
-      throw new FerryError("CONFIG_INVALID", `${purpose} ${path}: larger than 1 MiB`);
-    }
-    return readFileSync(f.fd, "utf8");
-  } finally {
-    closeFd(f.fd);
-  }
-}

@@ -13,7 +13,7 @@
  * at `limits.job_timeout`, and at shutdown.
  */
 
-import type { IncomingMessage, ServerResponse } from "node:http";
+import type { ServerResponse } from "node:http";
 import { hostname } from "node:os";
 import type { EndRecord } from "../api/types.js";
 import { BlockPool, writeArchive } from "../core/archive/writer.js";
@@ -21,8 +21,7 @@ import { describeError, FerryError, toFerryError } from "../core/errors.js";
 import { VERSION } from "../core/version.js";
 import { backupWithHooks } from "../drivers/hooks.js";
 import type { SinceIndex } from "../drivers/types.js";
-import type { AppConfig } from "./config.js";
-import { type JobHost, type RequestContext, runJob } from "./job-request.js";
+import { type JobHandler, runJob } from "./job-request.js";
 import { sendError } from "./respond.js";
 import { archiveKind, sinceParam } from "./since.js";
 
@@ -58,13 +57,7 @@ function drained(res: ServerResponse, signal: AbortSignal, ms: number): Promise<
   });
 }
 
-export function streamBackup(
-  host: JobHost,
-  app: AppConfig,
-  req: IncomingMessage,
-  res: ServerResponse,
-  ctx: RequestContext,
-): Promise<void> {
+export const streamBackup: JobHandler = (host, app, req, res, ctx) => {
   const driver = app.impl;
   const since = sinceParam(req);
   req.resume(); // the request body, if any, is not used
@@ -169,4 +162,4 @@ export function streamBackup(
     }
     return { failure, result: { bytes, entries: end?.entries, sha256: end?.sha256 } };
   });
-}
+};

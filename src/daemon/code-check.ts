@@ -44,8 +44,9 @@ const SETPRIV = ["/usr/bin/setpriv", "/bin/setpriv", "/usr/sbin/setpriv", "/sbin
 
 const ADVICE =
   "Anyone who can change ferryd's code gets its capabilities. Install ferryd root-owned and " +
-  "not writable by group or others, as docs/ops.md shows (for example `chown -R root:root " +
-  "/opt/ferry && chmod -R go-w /opt/ferry`, and node from a root-owned package), then start it again.";
+  "not writable by group or others, as docs/ops.md shows (the Debian package does; for a tarball install " +
+  "`chown -R root:root /usr/local/lib/ferry && chmod -R go-w /usr/local/lib/ferry`, and node from a " +
+  "root-owned package), then start it again.";
 
 /** The directory holding ferryd's package.json (found from this module's own location). */
 export function packageDir(from: string = fileURLToPath(import.meta.url)): string {

@@ -22,6 +22,7 @@ import {
 } from "../core/trusted-file.js";
 import { lookupUser } from "../core/users.js";
 import { drivers } from "../drivers/all.js";
+import { rootRuleProblems } from "../drivers/common.js";
 import type { Driver } from "../drivers/types.js";
 import { findKeyLine } from "./config-lines.js";
 
@@ -94,30 +95,95 @@ export interface Config {
   apps: ReadonlyMap<string, AppConfig>;
 }
 
-interface Problem {
+/** One thing wrong with a config: the key it is about and what is wrong, in words. */
+export interface Problem {
   path: (string | number)[];
   message: string;
+  /** A warning does not make the config invalid (only `ferryd --check-config` reports them). */
+  warning?: boolean;
 }
 
-function formatPath(path: readonly (string | number)[]): string {
+export function formatPath(path: readonly (string | number)[]): string {
   return path.map((p, i) => (typeof p === "number" ? `[${p}]` : i === 0 ? p : `.${p}`)).join("");
 }
 
-function configError(file: string, source: string, problems: Problem[]): FerryError {
-  const lines = problems.map((p) => {
-    const line = findKeyLine(source, p.path);
-    const where = line === undefined ? file : `${file}:${line}`;
-    return `${where}: ${formatPath(p.path) || "(top level)"}: ${p.message}`;
-  });
-  return new FerryError("CONFIG_INVALID", lines.join("\n"));
+/** `FILE:LINE: key: message` for each problem, in the order of the lines they are on. */
+export function formatProblems(file: string, source: string, problems: Problem[]): string[] {
+  return problems
+    .map((p, i) => ({ p, i, line: findKeyLine(source, p.path) }))
+    .sort((a, b) => (a.line ?? 0) - (b.line ?? 0) || a.i - b.i)
+    .map(({ p, line }) => {
+      const where = line === undefined ? file : `${file}:${line}`;
+      return `${where}: ${formatPath(p.path) || "(top level)"}: ${p.warning ? "warning: " : ""}${p.message}`;
+    });
 }
 
-function zodProblems(error: z.ZodError, base: (string | number)[]): Problem[] {
+function configError(file: string, source: string, problems: Problem[]): FerryError {
+  return new FerryError("CONFIG_INVALID", formatProblems(file, source, problems).join("\n"));
+}
+
+/** The raw value at `path` in the parsed TOML, or undefined. */
+function valueAt(raw: unknown, path: readonly (string | number)[]): unknown {
+  let v = raw;
+  for (const k of path) {
+    if (typeof v !== "object" || v === null) return undefined;
+    v = (v as Record<string | number, unknown>)[k];
+  }
+  return v;
+}
+
+/** "a string", "a number", … for a zod type name or a TOML value. */
+function kindOf(expected: string): string {
+  switch (expected) {
+    case "string":
+      return "a string";
+    case "number":
+    case "int":
+      return "a number";
+    case "boolean":
+      return "a boolean (true or false)";
+    case "array":
+      return "an array";
+    case "object":
+    case "record":
+      return "a table";
+    default:
+      return expected;
+  }
+}
+
+function kindOfValue(v: unknown): string {
+  if (Array.isArray(v)) return "an array";
+  if (v instanceof Date) return "a date";
+  if (typeof v === "object" && v !== null) return "a table";
+  return kindOf(typeof v === "bigint" ? "number" : typeof v);
+}
+
+/**
+ * zod's issues as problems in words: a key that is absent is "missing" (zod would say
+ * "expected string, received undefined"), a wrong type names both types.
+ */
+function zodProblems(error: z.ZodError, base: (string | number)[], raw: unknown): Problem[] {
   const out: Problem[] = [];
   for (const issue of error.issues) {
     const path = [...base, ...(issue.path as (string | number)[])];
     if (issue.code === "unrecognized_keys") {
       for (const key of issue.keys) out.push({ path: [...path, key], message: "unknown key" });
+      continue;
+    }
+    const value = valueAt(raw, path);
+    const key = path[path.length - 1];
+    if (
+      value === undefined &&
+      typeof key === "string" &&
+      (issue.code === "invalid_type" ||
+        issue.code === "invalid_value" ||
+        issue.code === "invalid_union")
+    ) {
+      const what = issue.code === "invalid_type" ? ` (${kindOf(issue.expected)})` : "";
+      out.push({ path, message: `missing: the key "${key}" is required${what}` });
+    } else if (issue.code === "invalid_type" && value !== undefined) {
+      out.push({ path, message: `must be ${kindOf(issue.expected)}, not ${kindOfValue(value)}` });
     } else {
       out.push({ path, message: issue.message });
     }
@@ -125,8 +191,23 @@ function zodProblems(error: z.ZodError, base: (string | number)[]): Problem[] {
   return out;
 }
 
-/** Parses and validates config text; `file` is only used in messages. */
-export function parseConfig(source: string, file: string): Config {
+/** What `analyseConfig` found: every problem at once, and what did validate. */
+export interface ConfigAnalysis {
+  problems: Problem[];
+  /**
+   * The config as far as it validated: top-level keys that were wrong take their defaults,
+   * and only the applications that validated are in `apps`.
+   */
+  config: Config;
+}
+
+/**
+ * Validates config text and reports every problem in one pass — syntax aside, which stops
+ * at the first error: top-level keys, and each application (its driver's schema, where
+ * user names are checked per key, so a misspelt owner is reported together with a wrong
+ * type beside it). `file` is only used in messages.
+ */
+export function analyseConfig(source: string, file: string): ConfigAnalysis {
   let raw: unknown;
   try {
     raw = parse(source);
@@ -137,12 +218,32 @@ export function parseConfig(source: string, file: string): Config {
     }
     throw err;
   }
-  const top = topSchema.safeParse(raw);
-  if (!top.success) throw configError(file, source, zodProblems(top.error, []));
-
   const problems: Problem[] = [];
+  const top = topSchema.safeParse(raw);
+  let data: z.output<typeof topSchema>;
+  if (top.success) data = top.data;
+  else {
+    problems.push(...zodProblems(top.error, [], raw));
+    // Go on with what is valid, so the applications are checked in the same pass.
+    const table = (typeof raw === "object" && raw !== null ? raw : {}) as Record<string, unknown>;
+    const part = (key: keyof typeof topSchema.shape) => {
+      const r = topSchema.shape[key].safeParse(table[key]);
+      return r.success ? r.data : topSchema.shape[key].parse(undefined);
+    };
+    data = {
+      version: 1,
+      socket: part("socket") as string,
+      state_dir: part("state_dir") as string,
+      clients: (part("clients") as (string | number)[]).filter(
+        (c) => typeof c === "number" || typeof c === "string",
+      ),
+      limits: part("limits") as Limits,
+      apps: z.record(z.string(), z.unknown()).safeParse(table.apps).data ?? {},
+    };
+  }
+
   const clients: number[] = [];
-  top.data.clients.forEach((c, i) => {
+  data.clients.forEach((c, i) => {
     if (typeof c === "number") clients.push(c);
     else {
       const u = lookupUser(c);
@@ -153,7 +254,7 @@ export function parseConfig(source: string, file: string): Config {
   });
 
   const apps = new Map<string, AppConfig>();
-  for (const [name, table] of Object.entries(top.data.apps)) {
+  for (const [name, table] of Object.entries(data.apps)) {
     const at = ["apps", name];
     if (!APP_NAME.test(name)) {
       problems.push({
@@ -174,14 +275,17 @@ export function parseConfig(source: string, file: string): Config {
         path: [...at, "driver"],
         message:
           driverName === undefined
-            ? `missing; one of: ${known}`
+            ? `missing: the key "driver" is required (one of: ${known})`
             : `unknown driver ${JSON.stringify(driverName)}; one of: ${known}`,
       });
       continue;
     }
     const parsed = driver.schema.safeParse(table);
     if (!parsed.success) {
-      problems.push(...zodProblems(parsed.error, at));
+      problems.push(...zodProblems(parsed.error, at, raw));
+      // The root rule lives in the drivers' transforms, which do not run on a table with
+      // other problems: checked here too, so it is reported in the same pass.
+      problems.push(...rootRuleProblems(table as Record<string, unknown>, at));
       continue;
     }
     const settings = Object.freeze(parsed.data as Record<string, unknown>);
@@ -193,15 +297,31 @@ export function parseConfig(source: string, file: string): Config {
       settings,
     });
   }
-  if (problems.length > 0) throw configError(file, source, problems);
-  return Object.freeze({
-    path: file,
-    socket: top.data.socket,
-    stateDir: top.data.state_dir,
-    clients: Object.freeze(clients),
-    limits: Object.freeze({ ...top.data.limits }),
-    apps,
+  const seen = new Set<string>();
+  const unique = problems.filter((p) => {
+    const k = `${formatPath(p.path)}\0${p.message}`;
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
   });
+  return {
+    problems: unique,
+    config: Object.freeze({
+      path: file,
+      socket: data.socket,
+      stateDir: data.state_dir,
+      clients: Object.freeze(clients),
+      limits: Object.freeze({ ...data.limits }),
+      apps,
+    }),
+  };
+}
+
+/** Parses and validates config text; throws CONFIG_INVALID listing every problem. */
+export function parseConfig(source: string, file: string): Config {
+  const { problems, config } = analyseConfig(source, file);
+  if (problems.length > 0) throw configError(file, source, problems);
+  return config;
 }
 
 /** Whose writes ferryd must not trust when it reads its config. */
@@ -230,14 +350,15 @@ const CONFIG_ADVICE =
   "and writable by root alone, e.g. /etc/ferry/ferry.toml root:root 0644 in /etc/ferry root:root 0755.";
 
 /**
- * Reads and validates the config file. With `trust.privileged`, the file and every
- * directory on its real path must be root's and writable by root alone (sticky
- * directories such as /tmp excepted for a root-owned entry; `openTrustedFile`), and the
- * text is read from the descriptor that was checked. Every
- * file the config names (keys ending in `_file`) must pass the secret-file rule
- * (`checkNamedFiles`).
+ * Reads the config file's text. With `trust.privileged`, the file and every directory on
+ * its real path must be root's and writable by root alone (sticky directories such as
+ * /tmp excepted for a root-owned entry; `openTrustedFile`), and the text is read from the
+ * descriptor that was checked.
  */
-export function loadConfig(file: string, trust: ConfigTrust = processTrust()): Config {
+export function readConfigSource(
+  file: string,
+  trust: ConfigTrust = processTrust(),
+): { path: string; source: string } {
   const path = resolve(file);
   // Root's alone, not merely "not the backup user's": an application's owner who could
   // change the config could declare /etc as an application, or itself as a client.
@@ -248,34 +369,49 @@ export function loadConfig(file: string, trust: ConfigTrust = processTrust()): C
     unreadableCode: "CONFIG_INVALID",
     advice: CONFIG_ADVICE,
   });
-  let source: string;
   try {
-    source = readFileSync(opened.fd, "utf8");
+    return { path, source: readFileSync(opened.fd, "utf8") };
   } catch (err) {
     const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
     throw new FerryError("CONFIG_INVALID", `cannot read config ${path}: ${why}`, { cause: err });
   } finally {
     closeSync(opened.fd);
   }
+}
+
+/**
+ * Reads (`readConfigSource`) and validates the config file. Every file the config names
+ * (keys ending in `_file`) must pass the secret-file rule (`namedFileProblems`).
+ */
+export function loadConfig(file: string, trust: ConfigTrust = processTrust()): Config {
+  const { path, source } = readConfigSource(file, trust);
   const config = parseConfig(source, path);
-  checkNamedFiles(config, source, secretPolicy(trust.uid, trust.privileged));
+  const named = namedFileProblems(config, secretPolicy(trust.uid, trust.privileged));
+  if (named.problems.length > 0) {
+    throw new FerryError(
+      named.unsafe ? "CONFIG_UNSAFE" : "CONFIG_INVALID",
+      formatProblems(path, source, named.problems).join("\n"),
+    );
+  }
   return config;
 }
 
 /**
  * Every file an application's config names (a key ending in `_file`, such as redis's
  * `password_file`) is read by ferryd, with its capabilities: each must pass the
- * secret-file rule (`openTrustedFile` under `policy`; see docs/security.md). Problems name
- * the key and its line.
+ * secret-file rule (`openTrustedFile` under `policy`; see docs/security.md). `unsafe`:
+ * one of them failed the rule (rather than being unreadable).
  */
-export function checkNamedFiles(config: Config, source: string, policy: TrustPolicy): void {
-  const problems: string[] = [];
+export function namedFileProblems(
+  config: Config,
+  policy: TrustPolicy,
+): { problems: Problem[]; unsafe: boolean } {
+  const problems: Problem[] = [];
   let unsafe = false;
   for (const app of config.apps.values()) {
     for (const [key, value] of Object.entries(app.settings)) {
       if (!key.endsWith("_file") || typeof value !== "string") continue;
       const at = ["apps", app.name, key];
-      const line = findKeyLine(source, at);
       try {
         const f = openTrustedFile(value, {
           policy,
@@ -289,13 +425,10 @@ export function checkNamedFiles(config: Config, source: string, policy: TrustPol
       } catch (err) {
         if (!(err instanceof FerryError)) throw err;
         if (err.code === "CONFIG_UNSAFE") unsafe = true;
-        problems.push(
-          `${line === undefined ? config.path : `${config.path}:${line}`}: ${err.message}`,
-        );
+        // The message starts with the key already ("apps.x.password_file …").
+        problems.push({ path: at, message: err.message.replace(/^\S+ /, "") });
       }
     }
   }
-  if (problems.length > 0) {
-    throw new FerryError(unsafe ? "CONFIG_UNSAFE" : "CONFIG_INVALID", problems.join("\n"));
-  }
+  return { problems, unsafe };
 }

@@ -2,7 +2,7 @@
  * What a backup or restore request needs of ferryd, and the frame every such job runs in.
  *
  * backup.ts and restore.ts see ferryd only through `JobHost` (the job registry, the live
- * config, the state directory, the log and the audit), never the server itself, so the
+ * config, the state directory, the log and the audit trail), never the server itself, so the
  * server can import them without a circle. `runJob` is the part both share: the job is
  * registered (its limits enforced), cancelled when the client goes away, and — whatever
  * the work did, threw or was cancelled — finished and audited exactly once.
@@ -13,6 +13,7 @@ import { FerryError, toFerryError } from "../core/errors.js";
 import type { Logger } from "../core/log.js";
 import type { StateDir } from "../core/state-dir.js";
 import type { PeerCred } from "../core/sys.js";
+import type { Audit } from "./audit.js";
 import type { AppConfig, Config } from "./config.js";
 import type { Job, JobRegistry } from "./jobs.js";
 
@@ -35,15 +36,17 @@ export interface JobHost {
   readonly config: Config;
   readonly state: StateDir;
   readonly log: Logger;
-  auditJob(
-    req: IncomingMessage,
-    ctx: RequestContext,
-    app: string,
-    job: string,
-    failure: FerryError | undefined,
-    result: JobResult,
-  ): void;
+  readonly audit: Audit;
 }
+
+/** The handler of a backup or restore request (backup.ts, restore.ts). */
+export type JobHandler = (
+  host: JobHost,
+  app: AppConfig,
+  req: IncomingMessage,
+  res: ServerResponse,
+  ctx: RequestContext,
+) => Promise<void>;
 
 /** How a job's work ended: its failure (if any) and what to audit. */
 export interface JobOutcome {
@@ -82,7 +85,7 @@ export async function runJob(
   } finally {
     res.off("close", onClose);
     job.finish(outcome.failure);
-    host.auditJob(req, ctx, app.name, job.info.id, outcome.failure, outcome.result);
+    host.audit.job(req, ctx, app.name, job.info.id, outcome.failure, outcome.result);
     if (warnings.length > 0) {
       host.log.warn({ app: app.name, kind, warnings: warnings.slice(0, 50) }, `${kind} warnings`);
     }

@@ -17,7 +17,8 @@ import { groupsOf, lookupUid, type UserInfo } from "../core/users.js";
 import { VERSION } from "../core/version.js";
 import { drivers } from "../drivers/all.js";
 import { removeStaleSpools } from "../drivers/spool.js";
-import { type Config, type ConfigTrust, loadConfig, processTrust } from "./config.js";
+import { type ConfigTrust, loadConfig, processTrust } from "./config.js";
+import { type CheckReport, checkConfigFile } from "./config-check.js";
 import { execAsServiceUser } from "./privilege.js";
 import { FerryDaemon } from "./server.js";
 import { prepareSocketPath } from "./socket.js";
@@ -30,9 +31,12 @@ export interface DaemonOptions {
   runCommand?: string[] | undefined;
 }
 
-/** `ferryd --check-config`: the config as ferryd started with `--user` would judge it. */
-export function checkConfig(configPath: string, user: UserInfo | undefined): Config {
-  return loadConfig(configPath, trustFor(user));
+/**
+ * `ferryd --check-config`: the config as ferryd started with `--user` would judge it, and
+ * the machine it is to serve (src/daemon/config-check.ts).
+ */
+export function checkConfig(configPath: string, user: UserInfo | undefined): CheckReport {
+  return checkConfigFile(configPath, trustFor(user));
 }
 
 /**

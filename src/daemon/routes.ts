@@ -4,30 +4,25 @@
  * handler; handlers see ferryd only through `RouteHost`.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { AppDetail, AppSummary, VersionInfo } from "../api/types.js";
 import { API_VERSION } from "../api/types.js";
 import { FerryError } from "../core/errors.js";
+import { type AppStatus, findApp, type Identity, versionInfo } from "./apps.js";
 import { streamBackup } from "./backup.js";
-import type { AppConfig } from "./config.js";
-import type { JobHost, RequestContext } from "./job-request.js";
+import type { Doctor } from "./doctor.js";
+import type { EventStreams } from "./events.js";
+import type { JobHandler, JobHost, RequestContext } from "./job-request.js";
 import { handleRestore } from "./restore.js";
 
 /** What route handlers need of ferryd. */
 export interface RouteHost extends JobHost {
   readonly stopping: boolean;
-  version(): VersionInfo;
-  summary(app: AppConfig): Promise<AppSummary>;
-  detail(app: AppConfig): Promise<AppDetail>;
-  /** The declared application named by a path segment (APP_NOT_FOUND otherwise). */
-  app(name: string): AppConfig;
-  streamEvents(req: IncomingMessage, res: ServerResponse, ctx: RequestContext): void;
-  reply(
-    req: IncomingMessage,
-    res: ServerResponse,
-    ctx: RequestContext,
-    status: number,
-    body: unknown,
-  ): void;
+  readonly identity: Identity;
+  /** Applications' health and descriptions (apps.ts). */
+  readonly apps: AppStatus;
+  /** `GET /v1/events` subscribers (events.ts). */
+  readonly events: EventStreams;
+  /** `ferry doctor`'s checks of one application (doctor.ts). */
+  readonly doctor: Doctor;
 }
 
 type Handler = (
@@ -50,25 +45,27 @@ export interface Route {
 }
 
 const archiveJob =
-  (run: typeof streamBackup): Handler =>
+  (run: JobHandler): Handler =>
   (host, req, res, ctx, p) => {
     if (host.stopping) throw new FerryError("SHUTTING_DOWN", "ferryd is shutting down");
-    return run(host, host.app(p.app as string), req, res, ctx);
+    return run(host, findApp(host.config, p.app as string), req, res, ctx);
   };
 
 export const ROUTES: readonly Route[] = [
   {
     path: ["version"],
     body: "small",
-    methods: { GET: (h, req, res, ctx) => h.reply(req, res, ctx, 200, h.version()) },
+    methods: {
+      GET: (h, req, res, ctx) => h.audit.reply(req, res, ctx, 200, versionInfo(h.identity)),
+    },
   },
   {
     path: ["apps"],
     body: "small",
     methods: {
       GET: async (h, req, res, ctx) => {
-        const apps = await Promise.all([...h.config.apps.values()].map((a) => h.summary(a)));
-        h.reply(req, res, ctx, 200, { apps });
+        const apps = await Promise.all([...h.config.apps.values()].map((a) => h.apps.summary(a)));
+        h.audit.reply(req, res, ctx, 200, { apps });
       },
     },
   },
@@ -77,7 +74,21 @@ export const ROUTES: readonly Route[] = [
     body: "small",
     methods: {
       GET: async (h, req, res, ctx, p) =>
-        h.reply(req, res, ctx, 200, await h.detail(h.app(p.app as string))),
+        h.audit.reply(req, res, ctx, 200, await h.apps.detail(findApp(h.config, p.app as string))),
+    },
+  },
+  {
+    path: ["apps", ":app", "doctor"],
+    body: "small",
+    methods: {
+      POST: async (h, req, res, ctx, p) =>
+        h.audit.reply(
+          req,
+          res,
+          ctx,
+          200,
+          await h.doctor.examine(findApp(h.config, p.app as string)),
+        ),
     },
   },
   { path: ["apps", ":app", "backup"], body: "stream", methods: { POST: archiveJob(streamBackup) } },
@@ -89,24 +100,26 @@ export const ROUTES: readonly Route[] = [
   {
     path: ["jobs"],
     body: "small",
-    methods: { GET: (h, req, res, ctx) => h.reply(req, res, ctx, 200, { jobs: h.jobs.list() }) },
+    methods: {
+      GET: (h, req, res, ctx) => h.audit.reply(req, res, ctx, 200, { jobs: h.jobs.list() }),
+    },
   },
   {
     path: ["jobs", ":id"],
     body: "small",
     methods: {
-      GET: (h, req, res, ctx, p) => h.reply(req, res, ctx, 200, jobOf(h, p.id as string)),
+      GET: (h, req, res, ctx, p) => h.audit.reply(req, res, ctx, 200, jobOf(h, p.id as string)),
       DELETE: (h, req, res, ctx, p) => {
         const job = jobOf(h, p.id as string);
         const cancelled = h.jobs.cancel(job.id, `cancelled by uid ${ctx.peer.uid}`);
-        h.reply(req, res, ctx, cancelled ? 202 : 200, { ...job, cancelling: cancelled });
+        h.audit.reply(req, res, ctx, cancelled ? 202 : 200, { ...job, cancelling: cancelled });
       },
     },
   },
   {
     path: ["events"],
     body: "stream",
-    methods: { GET: (h, req, res, ctx) => h.streamEvents(req, res, ctx) },
+    methods: { GET: (h, req, res, ctx) => h.events.stream(req, res, ctx) },
   },
 ];
 

@@ -20,7 +20,7 @@
 import { posix } from "node:path";
 import { z } from "zod";
 import type { HelperUser } from "../core/spawn.js";
-import { lookupUser } from "../core/users.js";
+import { lookupGroupId, lookupUser } from "../core/users.js";
 
 export const DEFAULT_TIMEOUT_S = 3600;
 export const DEFAULT_HOOK_TIMEOUT_S = 300;
@@ -40,12 +40,62 @@ const seconds = z
   .min(1)
   .max(7 * 24 * 3600);
 
+/**
+ * A key that names an OS user. The user must exist: checked on the key itself, so that a
+ * misspelt user is reported in the same pass as every other problem of the table (a check
+ * in a transform would only run once everything else is right).
+ */
+export const userNameSchema = z
+  .string()
+  .min(1, { message: "must name a user" })
+  .superRefine((name, ctx) => {
+    if (lookupUser(name) === undefined) {
+      ctx.addIssue({ code: "custom", message: `no such user ${JSON.stringify(name)}` });
+    }
+  });
+
+/** A key that names an OS group, which must exist (see `userNameSchema`). */
+export const groupNameSchema = z
+  .string()
+  .min(1, { message: "must name a group" })
+  .superRefine((name, ctx) => {
+    if (lookupGroupId(name) === undefined) {
+      ctx.addIssue({ code: "custom", message: `no such group ${JSON.stringify(name)}` });
+    }
+  });
+
+/** The keys of an application table that name the user its helpers or hooks run as. */
+const USER_KEYS: readonly (readonly string[])[] = [["owner"], ["os_user"], ["hooks", "user"]];
+
+const ROOT_RULE =
+  "helpers and hooks never run as root unless the application says allow_root = true";
+
+/**
+ * The root rule (`resolveRunUser`) applied to a raw table that failed its schema for other
+ * reasons, so that a root user is reported in the same pass as the rest.
+ */
+export function rootRuleProblems(
+  table: Record<string, unknown>,
+  at: (string | number)[],
+): { path: (string | number)[]; message: string }[] {
+  if (table.allow_root === true) return [];
+  const out: { path: (string | number)[]; message: string }[] = [];
+  for (const key of USER_KEYS) {
+    let v: unknown = table;
+    for (const k of key)
+      v = typeof v === "object" && v !== null ? (v as Record<string, unknown>)[k] : undefined;
+    if (typeof v === "string" && lookupUser(v)?.uid === 0)
+      out.push({ path: [...at, ...key], message: ROOT_RULE });
+  }
+  return out;
+}
+
 export const hooksSchema = z.strictObject({
   pre_backup: argvSchema.optional(),
   post_backup: argvSchema.optional(),
   pre_restore: argvSchema.optional(),
   post_restore: argvSchema.optional(),
-  user: z.string().min(1).optional(),
+  user: userNameSchema.optional(),
   timeout: seconds.default(DEFAULT_HOOK_TIMEOUT_S),
 });
 
@@ -103,11 +153,7 @@ export function resolveRunUser(
     return undefined;
   }
   if (u.uid === 0 && !allowRoot) {
-    ctx.addIssue({
-      code: "custom",
-      path,
-      message: "helpers and hooks never run as root unless the application says allow_root = true",
-    });
+    ctx.addIssue({ code: "custom", path, message: ROOT_RULE });
     return undefined;
   }
   // Root only gets here with allow_root = true; the flag travels with the user so that

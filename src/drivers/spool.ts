@@ -32,17 +32,17 @@ import {
   fstatSync,
   fsyncSync,
   read,
-  write,
 } from "node:fs";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import type { TarHeader } from "../core/archive/tar.js";
+import { fileEntryHeader } from "../core/archive/tar.js";
 import type { ArchiveEntry } from "../core/archive/writer.js";
 import { FerryError } from "../core/errors.js";
+import { fsFailure } from "../core/fs-errors.js";
 import type { Logger } from "../core/log.js";
 import { explain, openBeneath } from "../core/safe-fs.js";
 import { removeTreeAt } from "../core/safe-remove.js";
-import type { Helper, HelperUser } from "../core/spawn.js";
+import type { HelperUser } from "../core/spawn.js";
 import { makePrivateDir, type StateDir } from "../core/state-dir.js";
 import {
   nameText,
@@ -99,13 +99,18 @@ export class Spool {
     const parentFd = spoolRoot(state);
     const name = `${label.replace(/[^a-z0-9-]/gi, "_")}-${randomBytes(8).toString("hex")}`;
     const owner = writer === undefined ? undefined : { uid: writer.uid, gid: writer.gid };
-    const fd = makePrivateDir(
-      parentFd,
-      name,
-      state.options,
-      { existing: "fail", owner },
-      state.describe(SPOOL_DIR),
-    );
+    let fd: number;
+    try {
+      fd = makePrivateDir(
+        parentFd,
+        name,
+        state.options,
+        { existing: "fail", owner },
+        state.describe(SPOOL_DIR),
+      );
+    } catch (err) {
+      throw fsFailure(err, `creating a spool (mkdirat ${name})`, state.describe(SPOOL_DIR)) ?? err;
+    }
     const handedTo = state.options.privileged && owner !== undefined ? owner.uid : undefined;
     return new Spool(parentFd, state.describe(SPOOL_DIR), name, fd, handedTo);
   }
@@ -135,6 +140,8 @@ export class Spool {
       await pipeline(src, createWriteStream("", { fd, autoClose: false, highWaterMark: CHUNK }));
       fsyncSync(fd);
       return fstatSync(fd).size;
+    } catch (err) {
+      throw fsFailure(err, `spooling ${name}`, `${this.parentPath}/${this.name}`) ?? err;
     } finally {
       if (this.open.delete(fd)) closeSync(fd);
     }
@@ -207,19 +214,13 @@ export class Spool {
     meta: { owner?: number; mode?: number } = {},
   ): ArchiveEntry {
     const f = this.openFile(name, meta.owner);
-    const header: TarHeader = {
-      path: archivePath,
-      type: "file",
+    const header = fileEntryHeader(archivePath, f.size, {
       mode: meta.mode ?? 0o600,
       uid: f.uid,
       gid: f.gid,
       uname: userName(f.uid),
       gname: groupName(f.gid),
-      size: f.size,
-      mtimeSec: Math.floor(Date.now() / 1000),
-      mtimeNsec: 0,
-      linkpath: "",
-    };
+    });
     return { header, body: this.read(f) };
   }
 
@@ -269,57 +270,4 @@ export function removeStaleSpools(state: StateDir, log: Logger): void {
       );
     }
   }
-}
-
-/**
- * Waits for a helper whose stdout is being spooled into `spool` as `name`. Succeeds only
- * when the stream ended, the helper exited 0 and at least one byte came out; otherwise the
- * helper is killed and the error (with its stderr) is thrown.
- */
-export async function spoolHelper(
-  helper: Helper,
-  spool: Spool,
-  name: string,
-  label: string,
-): Promise<number> {
-  if (helper.stdout === null) throw new FerryError("INTERNAL", `${label}: stdout is not a pipe`);
-  const writing = spool.write(name, helper.stdout);
-  writing.catch(() => {});
-  let bytes: number;
-  try {
-    [bytes] = await Promise.all([writing, helper.done]);
-  } catch (err) {
-    helper.kill();
-    // The helper's own failure (with its stderr) explains more than a broken pipe does.
-    const exit = await helper.done.then(
-      () => undefined,
-      (e: unknown) => e,
-    );
-    await writing.catch(() => {});
-    throw exit ?? err;
-  }
-  if (bytes === 0) throw noData(label, helper.stderrText());
-  return bytes;
-}
-
-/** Writes all of `buf` at the file's current offset. */
-export function writeAll(fd: number, buf: Buffer): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const step = (off: number) => {
-      write(fd, buf, off, buf.length - off, null, (err, n) => {
-        if (err) return reject(err);
-        if (off + n < buf.length) return step(off + n);
-        resolve();
-      });
-    };
-    step(0);
-  });
-}
-
-export function noData(label: string, stderr: string): FerryError {
-  const tail = stderr.trim().split("\n").slice(-20).join("\n");
-  return new FerryError(
-    "HELPER_FAILED",
-    `${label} exited 0 but produced no data${tail === "" ? "" : `: ${tail}`}`,
-  );
 }

@@ -22,12 +22,13 @@
  *   was and remove all staging. Exactly one of commit/abort is called; neither is retried.
  */
 import type { z } from "zod";
-import type { Manifest } from "../api/types.js";
+import type { DoctorCheck, Manifest } from "../api/types.js";
 import type { TarHeader } from "../core/archive/tar.js";
 import type { ArchiveEntry } from "../core/archive/writer.js";
 import type { Logger } from "../core/log.js";
 import type { StateDir } from "../core/state-dir.js";
 import type { Stat } from "../core/sys.js";
+import type { Finding, InspectEnv } from "./inspect.js";
 
 export interface DriverContext {
   app: string;
@@ -70,20 +71,65 @@ export interface SinceIndex {
 export interface RestoreContext extends DriverContext {
   /** The archive's manifest (already checked: format, app, driver). */
   manifest: Manifest;
+  /**
+   * Keep the data the restore replaces instead of removing it (`ferry import --keep-old`);
+   * only asked of a driver that says `keepsOld`.
+   */
+  keepOld?: boolean;
 }
 
 export interface RestoreResult {
   entries: number;
   bytes: number;
+  /** With `keepOld`: where the replaced data was kept (absolute paths). */
+  kept?: string[];
+}
+
+/**
+ * A dry run of a restore (`ferry import --dry-run`): receives the archive like a restore
+ * session, checks every entry by the restore's own rules, compares it with the live data,
+ * and changes nothing anywhere — no staging, no journal, no hook.
+ */
+export interface DryRunSession {
+  entry(h: TarHeader): Promise<void>;
+  data(chunk: Buffer): Promise<void>;
+  entryEnd(h: TarHeader): Promise<void>;
+  /** The archive verified: what a restore would change. */
+  finish(): Promise<DryRunResult>;
+  /** Something failed; release what the session holds. */
+  abort(reason: unknown): Promise<void>;
+}
+
+/** One difference between the archive and the live data. */
+export interface DryRunChange {
+  change: "added" | "removed" | "changed";
+  /** The live path (absolute). */
+  path: string;
+  /** For "changed": what differs ("type", "content", "mode", "mtime", "owner", "target", "link"). */
+  what?: string[];
+}
+
+export interface DryRunResult {
+  added: number;
+  removed: number;
+  changed: number;
+  unchanged: number;
+  /** The first differences, in archive order, then the removed ones. */
+  changes: DryRunChange[];
+  /** More differences than `changes` lists. */
+  truncated: boolean;
 }
 
 export interface RestoreSession {
   /** Start of a payload entry (paths are archive paths, e.g. "data/0/a.txt"). */
-  entry(h: TarHeader): Promise<void>;
-  /** A chunk of the current entry's body (may be called many times, never for size 0). */
-  data(chunk: Buffer): Promise<void>;
+  entry(h: TarHeader): void | Promise<void>;
+  /**
+   * A chunk of the current entry's body (may be called many times, never for size 0).
+   * Synchronous sessions return nothing, which spares an await per chunk.
+   */
+  data(chunk: Buffer): void | Promise<void>;
   /** The current entry is complete. */
-  entryEnd(h: TarHeader): Promise<void>;
+  entryEnd(h: TarHeader): void | Promise<void>;
   /** The archive verified: make the restored data live. */
   commit(): Promise<RestoreResult>;
   /** Something failed: discard everything staged; the live data must be as it was. */
@@ -93,6 +139,17 @@ export interface RestoreSession {
 export interface Health {
   ok: boolean;
   message: string;
+  /** When not ok: what to do about it (a mode, a missing tool, ReadWritePaths=). */
+  fix?: string;
+}
+
+/** What `doctor` gets besides the application's config. */
+export interface DoctorContext {
+  app: string;
+  /** Whether the application accepts restores (then restores are probed too). */
+  restore: boolean;
+  state: StateDir;
+  signal: AbortSignal;
 }
 
 export interface Driver<C = unknown> {
@@ -118,6 +175,13 @@ export interface Driver<C = unknown> {
     token: string | undefined,
   ): SinceIndex;
   restore?(config: C, ctx: RestoreContext): Promise<RestoreSession>;
+  /** The restore can keep the data it replaces (`RestoreContext.keepOld`). */
+  readonly keepsOld?: boolean;
+  /**
+   * A dry run of `restore`, entry by entry against the live data (see `DryRunSession`).
+   * Without it, a dry run verifies the archive and says the driver replaces the data whole.
+   */
+  dryRun?(config: C, ctx: RestoreContext): Promise<DryRunSession>;
   /**
    * Called once at ferryd's start, before it serves anything: finish or roll back restores
    * that a crash interrupted (journals in `state`), after checking each journal against the
@@ -125,6 +189,22 @@ export interface Driver<C = unknown> {
    * it sets them aside with a log line and lets ferryd serve the others.
    */
   recover?(state: StateDir, apps: ReadonlyMap<string, DeclaredApp>, log: Logger): void;
+  /**
+   * `ferryd --check-config`: what on this machine would make the application fail even
+   * though its config is well-formed — declared paths missing or of the wrong type or
+   * owner, helper programs not installed (src/drivers/inspect.ts has the shared checks;
+   * the hooks are checked by the caller). Must not change anything or run anything.
+   */
+  inspect?(config: C, env: InspectEnv): Finding[];
+  /**
+   * `ferry doctor` (`POST /v1/apps/{app}/doctor`), beyond `health`: try what a backup and
+   * a restore will need, exactly where and as whom they will do it — a restore's staging
+   * is created and removed beside the live data with the restore's own rules (held
+   * descriptors, no symlink followed, root-owned) — and name the fix for each failure.
+   * Calls are serialised by ferryd; it may create and must remove only its own probe
+   * names, and must leave the application's data untouched.
+   */
+  doctor?(config: C, ctx: DoctorContext): Promise<DoctorCheck[]>;
 }
 
 /** What recovery is told of each declared application. */

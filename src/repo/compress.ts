@@ -30,24 +30,27 @@ export function decompressSync(data: Buffer, rawLength: number, what: string): B
   try {
     out = decoder.decodeSync(data);
   } catch (err) {
-    throw new FerryError("REPO_CORRUPT", `${what} does not decompress`, { cause: err });
+    throw undecodable(what, err);
   }
-  if (out.length !== rawLength) {
-    throw new FerryError(
-      "REPO_CORRUPT",
-      `${what} decompresses to ${out.length} bytes, not ${rawLength}`,
-    );
-  }
-  return out;
+  return ofLength(out, rawLength, what);
 }
 
+/** decompressSync on the thread pool. */
 export async function decompress(data: Buffer, rawLength: number, what: string): Promise<Buffer> {
   let out: Buffer;
   try {
     out = await decoder.decode(data);
   } catch (err) {
-    throw new FerryError("REPO_CORRUPT", `${what} does not decompress`, { cause: err });
+    throw undecodable(what, err);
   }
+  return ofLength(out, rawLength, what);
+}
+
+function undecodable(what: string, cause: unknown): FerryError {
+  return new FerryError("REPO_CORRUPT", `${what} does not decompress`, { cause });
+}
+
+function ofLength(out: Buffer, rawLength: number, what: string): Buffer {
   if (out.length !== rawLength) {
     throw new FerryError(
       "REPO_CORRUPT",

@@ -24,6 +24,18 @@ export interface IndexEntry {
   rawLength: number;
 }
 
+/** The index entry of a blob stored in `pack` (what `e` says of it, without its id). */
+export function indexEntry(pack: string, e: Omit<IndexEntry, "pack">): IndexEntry {
+  return {
+    pack,
+    type: e.type,
+    flags: e.flags,
+    offset: e.offset,
+    length: e.length,
+    rawLength: e.rawLength,
+  };
+}
+
 /** An index entry with its blob's id: what packs and index files list. */
 export type PackedBlob = IndexEntry & { id: Buffer };
 

@@ -18,6 +18,7 @@ import {
   FLAG_ZSTD,
   hex,
   type IndexEntry,
+  indexEntry,
   type PackEntry,
   type PackedBlob,
 } from "./format.js";
@@ -165,14 +166,7 @@ export class PackWriter {
     const { pack, entries } = await this.writeRawPack(p.parts, p.entries);
     for (const e of entries) {
       const k = hex(e.id);
-      this.repo.index.set(k, {
-        pack,
-        type: e.type,
-        flags: e.flags,
-        offset: e.offset,
-        length: e.length,
-        rawLength: e.rawLength,
-      });
+      this.repo.index.set(k, indexEntry(pack, e));
       this.inFlight.delete(k);
     }
     this.stats.packs++;

@@ -24,6 +24,7 @@ import {
   FLAG_ZSTD,
   hex,
   type IndexEntry,
+  indexEntry,
   type LoadedSnapshot,
   type PackEntry,
   type PackedBlob,
@@ -108,14 +109,7 @@ export class Repository {
     for (const [pack, entries] of decodeIndex(plain, name)) {
       for (const e of entries) {
         const k = hex(e.id);
-        const entry: IndexEntry = {
-          pack,
-          type: e.type,
-          flags: e.flags,
-          offset: e.offset,
-          length: e.length,
-          rawLength: e.rawLength,
-        };
+        const entry = indexEntry(pack, e);
         const have = this.index.get(k);
         if (have === undefined) this.index.set(k, entry);
         else if (have.pack !== pack) this.duplicates.push({ ...entry, id: k });

@@ -145,6 +145,30 @@ allow_root = true
       assert.ok(v.ferryd.drivers.includes(`${d}.v1`), `driver ${d} listed: ${v.ferryd.drivers}`);
   });
 
+  test("ferry version with ferryd down: ferry's version, then why ferryd is unreachable, exit 4", async () => {
+    const nowhere = join(dir, "no-ferryd-here.sock");
+    const text = await ferry(nowhere, ["version"]);
+    assert.equal(text.code, 4, "4: ferryd unreachable (README's exit codes)");
+    assert.equal(text.stdout.toString(), `ferry ${VERSION}\n`);
+    assert.match(
+      text.stderr,
+      /no ferryd is listening on .*no-ferryd-here\.sock.*\[SERVICE_UNREACHABLE\]/,
+    );
+
+    const j = await ferry(nowhere, ["version", "--json"]);
+    assert.equal(j.code, 4);
+    assert.deepEqual(JSON.parse(j.stdout.toString()), { ferry: VERSION, ferryd: null });
+    assert.match(j.stderr, /\[SERVICE_UNREACHABLE\]/);
+
+    // --version never asks ferryd: exit 0 whether or not one runs, before or after a command.
+    for (const args of [["--version"], ["--version", "apps"]]) {
+      const v = await ferry(nowhere, args);
+      assert.equal(v.code, 0, v.stderr);
+      assert.equal(v.stdout.toString(), `ferry ${VERSION}\n`);
+      assert.equal(v.stderr, "");
+    }
+  });
+
   test("ferry apps --json: every app with its driver, restore flag and health", async () => {
     const r = await ferry(socket, ["apps", "--json"]);
     assert.equal(r.code, 0, r.stderr);
@@ -225,7 +249,10 @@ allow_root = true
     writeFileSync(file, "x");
     const notDir = await ferry(socket, ["export", "--all", "-o", file]);
     assert.equal(notDir.code, 2, "a usage error");
-    assert.match(notDir.stderr, /must be an existing directory .*\nTry 'ferry --help'/);
+    assert.match(
+      notDir.stderr,
+      /-o .*a-file: .*a-file is not a directory.* \[OUTPUT_NOT_WRITABLE\]/,
+    );
     assert.equal(readFileSync(file, "utf8"), "x", "the file given as -o was not touched");
   });
 
@@ -254,7 +281,8 @@ allow_root = true
 
     const missing = await ferry(socket, ["import", "notes", "-i", join(dir, "nope.tar")]);
     assert.notEqual(missing.code, 0);
-    assert.match(missing.stderr, /cannot read .*nope\.tar: ENOENT/);
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /-i .*nope\.tar: it does not exist.* \[INPUT_NOT_READABLE\]/);
     const refused = await ferry(socket, ["import", "photos", "-i", archive]);
     assert.notEqual(refused.code, 0, "photos has restore = false");
     assert.match(refused.stderr, /\[[A-Z_]+\]/);
@@ -266,7 +294,8 @@ allow_root = true
     const r = await ferry(socket, ["doctor"]);
     assert.equal(r.code, 1, r.stdout.toString() + r.stderr);
     const lines = r.stdout.toString().trim().split("\n");
-    for (const l of lines) assert.match(l, /^(OK|WARN|FAIL) {1,3}\S/, `line shape: ${l}`);
+    for (const l of lines)
+      assert.match(l, /^((OK|WARN|FAIL) {1,3}\S| {5}fix: \S)/, `line shape: ${l}`);
     const uid = process.getuid?.() as number;
     assert.match(
       lines[0] as string,
@@ -289,7 +318,12 @@ allow_root = true
     assert.ok(lines.includes("OK   app notes (files): 1 path(s) readable"), lines.join("\n"));
     assert.ok(lines.some((l) => /^FAIL app missing \(files\): .*does-not-exist/.test(l)));
     assert.ok(
-      lines.some((l) => /^(OK|WARN) {1,3}app notes: .* free beside .*notes for restores/.test(l)),
+      lines.some((l) =>
+        /^(OK|WARN) {1,3}app notes \(files\): a restore can stage beside .*notes \(made and removed .*\.notes\.ferry-probe\), [0-9.]+ GiB free there$/.test(
+          l,
+        ),
+      ),
+      lines.join("\n"),
     );
 
     // No socket at the path: one FAIL line that says what to do, exit 1.

@@ -13,7 +13,7 @@ import {
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { FerryError } from "../../src/core/errors.js";
-import { readTrustedText } from "../../src/core/trusted-file.js";
+import { readTrustedText } from "../../src/core/secret-file.js";
 import { loadConfig, parseConfig } from "../../src/daemon/config.js";
 import { isRoot } from "../helpers/proc.js";
 
@@ -302,7 +302,7 @@ describe("files the config names (password_file)", {
         () => loadConfig(file, { uid: 54321, gids: [54321], privileged: true }),
         code(
           "CONFIG_UNSAFE",
-          `${file}:6: apps.cache.password_file ${pw}: the file is owned by uid 12345`,
+          `${file}:6: apps.cache.password_file: ${pw}: the file is owned by uid 12345`,
         ),
       );
       chownSync(pw, 0, 0);

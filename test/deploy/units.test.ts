@@ -2,21 +2,30 @@
  * The systemd units and example config in deploy/: they load without a single warning
  * (`systemd-analyze verify`), they say what ferryd needs and nothing more, their hardening
  * does not regress (`systemd-analyze security` score and list of exposures, measured and
- * explained in docs/ops.md), and the example config validates with `ferryd --check-config`.
+ * explained in docs/ops.md), and the example config matches the schema.
  *
  * Runs without systemd as PID 1: verify and security both work offline. The units name
  * /usr/bin/ferryd and /usr/bin/ferry, which verify insists are executable, so they are
  * checked in a copy that points at this tree's built programs instead.
  */
 import assert from "node:assert/strict";
-import { execFileSync, spawnSync } from "node:child_process";
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
+import {
+  cpSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { parse } from "smol-toml";
 import { SERVICE_CAPS } from "../../src/core/caps.js";
 import { lookupUser } from "../../src/core/users.js";
+import { analyseConfig } from "../../src/daemon/config.js";
 import { ensureUser, FERRY, FERRYD, isRoot, ROOT } from "../helpers/proc.js";
 
 const DEPLOY = join(ROOT, "deploy");
@@ -139,7 +148,22 @@ function copyForVerify(): string {
       .replaceAll("=/usr/bin/ferry ", `=${FERRY} `);
     writeFileSync(p, text);
   }
+  // The units' Documentation= names Ferry's man pages, which verify looks up with man(1):
+  // this tree's pages, built from docs/man, in a man hierarchy on MANPATH.
+  const built = join(dir, "man-built");
+  execFileSync(process.execPath, [join(ROOT, "scripts/build-man.mjs"), built], { stdio: "ignore" });
+  for (const page of readdirSync(built)) {
+    const section = join(dir, "man", `man${page.slice(page.lastIndexOf(".") + 1)}`);
+    mkdirSync(section, { recursive: true });
+    cpSync(join(built, page), join(section, page));
+  }
   return dir;
+}
+
+/** man(1)'s search path for verify: Ferry's pages from copyForVerify, then the system's. */
+function manpath(dir: string): string {
+  const system = spawnSync("manpath", { encoding: "utf8", env: { ...process.env, MANPATH: "" } });
+  return `${join(dir, "man")}:${system.status === 0 ? system.stdout.trim() : "/usr/share/man"}`;
 }
 
 /** Runs `systemd-analyze verify` on the units in `dir`; returns the problems it reports. */
@@ -147,6 +171,7 @@ function verify(dir: string): { status: number | null; problems: string[] } {
   const r = spawnSync("systemd-analyze", ["verify", ...UNITS.map((u) => join(dir, u))], {
     encoding: "utf8",
     cwd: dir,
+    env: { ...process.env, MANPATH: manpath(dir) },
   });
   // verify also loads the host's units (sockets.target, …); only lines about ours count.
   // Unknown keys and bad values are only warnings (exit status 0), so they count too.
@@ -269,7 +294,11 @@ describe("deploy units say what ferryd needs", () => {
     assert.equal(s("Type"), "notify");
     assert.equal(s("User"), BACKUP_USER);
     assert.equal(s("ExecStart"), "/usr/bin/ferryd --config /etc/ferry/ferry.toml");
-    assert.equal(s("ExecReload"), "/bin/kill -HUP $MAINPID");
+    // The config is checked before ferryd is signalled, so a broken one fails the reload.
+    assert.deepEqual(service.get("Service")?.get("ExecReload"), [
+      "/usr/bin/ferryd --check-config --config /etc/ferry/ferry.toml",
+      "/bin/kill -HUP $MAINPID",
+    ]);
     assert.equal(s("NoNewPrivileges"), "yes");
     assert.equal(s("ProtectSystem"), "strict");
     assert.equal(s("PrivateTmp"), "yes");
@@ -291,6 +320,35 @@ describe("deploy units say what ferryd needs", () => {
     // V8's JIT needs writable-then-executable memory.
     assert.equal(s("MemoryDenyWriteExecute"), undefined);
     assert.deepEqual(value(service, "Unit", "Requires"), "ferry.socket");
+  });
+
+  test("nothing starts before the admin wrote /etc/ferry/ferry.toml", () => {
+    for (const name of ["ferryd.service", "ferry.socket", "ferry-backup.service"]) {
+      assert.deepEqual(
+        readUnit(name).get("Unit")?.get("ConditionPathExists"),
+        ["/etc/ferry/ferry.toml"],
+        name,
+      );
+    }
+    // The config the units run with is the one they wait for.
+    assert.match(
+      value(service, "Service", "ExecStart") ?? "",
+      / --config \/etc\/ferry\/ferry\.toml$/,
+    );
+  });
+
+  test("sysusers creates the backup user every unit and tmpfiles line names", () => {
+    const lines = readFileSync(join(DEPLOY, "ferry.sysusers"), "utf8")
+      .split("\n")
+      .filter((l) => l.trim() !== "" && !l.startsWith("#"));
+    assert.equal(lines.length, 1);
+    assert.match(
+      lines[0] as string,
+      new RegExp(`^u\\s+${BACKUP_USER}\\s+-\\s+"[^"]+"\\s+/var/lib/ferry\\s+/usr/sbin/nologin$`),
+    );
+    assert.equal(value(readUnit("ferry-backup.service"), "Service", "Group"), BACKUP_USER);
+    assert.equal(value(service, "Service", "Group"), BACKUP_USER);
+    assert.equal(value(socket, "Socket", "SocketGroup"), BACKUP_USER);
   });
 
   test("ferry.socket: the config's socket, the backup user's, 0600, activating ferryd", () => {
@@ -362,13 +420,13 @@ describe("deploy/ferry.toml", () => {
       ? `users ${missing.join(", ")} do not exist and creating them needs root`
       : false;
 
-  test("validates with ferryd --check-config", { skip: cannot }, () => {
+  test("matches the schema (its paths and hooks are placeholders: --check-config refuses it as it is, test/daemon/check-config.test.ts)", {
+    skip: cannot,
+  }, () => {
     for (const u of missing) ensureUser(u);
-    const r = spawnSync(process.execPath, [FERRYD, "--check-config", "--config", file], {
-      encoding: "utf8",
-    });
-    assert.equal(r.status, 0, r.stderr);
-    assert.match(r.stdout, /: valid, 3 application\(s\)/);
+    const { problems, config: checked } = analyseConfig(readFileSync(file, "utf8"), file);
+    assert.deepEqual(problems, []);
+    assert.equal(checked.apps.size, 3);
   });
 
   test("names a files, a postgres and an sqlite application", () => {
@@ -403,5 +461,126 @@ describe("deploy/ferry.toml", () => {
         assert.ok(writable.includes(parent), `${name}: ${parent} is not in ReadWritePaths=`);
       }
     }
+  });
+});
+
+describe("systemctl reload ferryd fails visibly on a broken config", () => {
+  /** ExecReload='s commands, each split into argv, with the config and ferryd replaced. */
+  function reloadCommands(config: string): string[][] {
+    return (readUnit("ferryd.service").get("Service")?.get("ExecReload") ?? []).map((line) =>
+      line
+        .split(/\s+/)
+        .map((w) =>
+          w === "/etc/ferry/ferry.toml" ? config : w === "/usr/bin/ferryd" ? FERRYD : w,
+        ),
+    );
+  }
+
+  /**
+   * What systemd does on `systemctl reload`: the ExecReload= commands in order, stopping at
+   * the first that fails (the reload then fails). $MAINPID is a process standing in for
+   * ferryd, which records whether it got SIGHUP.
+   */
+  async function reload(config: string): Promise<{ status: number; hup: boolean; out: string }> {
+    const stand = spawn(process.execPath, [
+      "-e",
+      'process.on("SIGHUP", () => { console.log("HUP"); process.exit(0); }); setTimeout(() => {}, 60000); console.log("ready");',
+    ]);
+    let seen = "";
+    stand.stdout.on("data", (d: Buffer) => {
+      seen += d.toString();
+    });
+    while (!seen.includes("ready")) await new Promise((r) => setTimeout(r, 10));
+    let status = 0;
+    let out = "";
+    for (const argv of reloadCommands(config)) {
+      const cmd = argv.map((w) => (w === "$MAINPID" ? String(stand.pid) : w));
+      const r = spawnSync(
+        cmd[0] === FERRYD ? process.execPath : (cmd[0] as string),
+        cmd[0] === FERRYD ? cmd : cmd.slice(1),
+        { encoding: "utf8" },
+      );
+      out += `${r.stdout}${r.stderr}`;
+      if (r.status !== 0) {
+        status = r.status ?? 1;
+        break;
+      }
+    }
+    if (status === 0) await new Promise((r) => stand.once("exit", r));
+    const hup = seen.includes("HUP");
+    stand.kill("SIGKILL");
+    return { status, hup, out };
+  }
+
+  test("a broken config: the check fails, ferryd is never signalled; a good one reloads", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "ferry-reload-"));
+    try {
+      const config = join(dir, "ferry.toml");
+      mkdirSync(join(dir, "state"), { mode: 0o700 });
+      const good = `version = 1\nsocket = "${dir}/ferry.sock"\nstate_dir = "${dir}/state"\n`;
+      writeFileSync(config, `${good}colour = "blue"\n`);
+      const bad = await reload(config);
+      assert.equal(bad.status, 2, bad.out);
+      assert.match(bad.out, /ferry\.toml:4: colour: unknown key/);
+      assert.equal(bad.hup, false, "a broken config never reaches ferryd");
+
+      writeFileSync(config, good);
+      const ok = await reload(config);
+      assert.equal(ok.status, 0, ok.out);
+      assert.match(ok.out, /: valid, 0 application\(s\)/);
+      assert.equal(ok.hup, true, "then ferryd is told to reload");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("the docs and units agree on one installation", () => {
+  const read = (p: string) => readFileSync(join(ROOT, p), "utf8");
+  const files = [
+    "README.md",
+    "docs/ops.md",
+    "docs/design.md",
+    "docs/security.md",
+    "docs/repository.md",
+    "docs/man/ferry.1.md",
+    "docs/man/ferryd.8.md",
+    "docs/man/ferry.toml.5.md",
+    "deploy/ferryd.service",
+    "deploy/ferry.socket",
+    "deploy/ferry-backup.service",
+    "deploy/ferry-backup.timer",
+    "deploy/ferry.tmpfiles",
+    "deploy/ferry.sysusers",
+    "deploy/ferry.toml",
+    "deploy/ferryd.service.d/restore-paths.conf",
+  ];
+
+  /** `file:line: text` of every line of the files above that matches `re`. */
+  function lines(re: RegExp): string[] {
+    return files.flatMap((f) =>
+      read(f)
+        .split("\n")
+        .flatMap((l, i) => (re.test(l) ? [`${f}:${i + 1}: ${l.trim()}`] : [])),
+    );
+  }
+
+  test("runuser, never sudo (which a Debian machine may not have)", () => {
+    assert.deepEqual(lines(/\bsudo\b/), []);
+  });
+
+  test("the backup user is ferry-backup everywhere", () => {
+    assert.deepEqual(
+      lines(/--user backup\b|-u backup\b|User=backup\b|useradd .*(?<![\w-])backup$/),
+      [],
+    );
+  });
+
+  test("units live in /usr/lib/systemd/system (the package) or /usr/local/lib/systemd/system (a tarball), nowhere else", () => {
+    // Drop-ins (ferryd.service.d/) are the admin's, in /etc/systemd/system.
+    const elsewhere =
+      /(?<!\/usr(\/local)?\/lib)\/systemd\/system\/ferry[a-z-]*\.(service|socket|timer)(?!\.d\b)/;
+    assert.deepEqual(lines(elsewhere), []);
+    assert.deepEqual(lines(/\/opt\/ferry/), []);
   });
 });

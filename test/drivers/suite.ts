@@ -1,6 +1,5 @@
 /**
- * The one driver test suite every driver runs (CONVENTIONS.md; like restic's
- * backend/test/suite.go). It drives a driver exactly as ferryd does: through
+ * The one driver test suite every driver runs (like restic's backend/test/suite.go). It drives a driver exactly as ferryd does: through
  * `backupWithHooks` → `writeArchive` → archive bytes → `ArchiveParser` →
  * `restoreWithHooks` session → `commit` only after the end record verified, `abort` on any
  * failure. Every test uses hooks that append their name to a log, so "the post hook ran"
@@ -33,13 +32,21 @@
  * - `garbage`: entries of an archive that verifies but whose payload the driver must
  *   refuse at restore (omit for drivers that cannot tell, like `command`).
  *
+ * A driver that reads the data itself, without a helper process (files), passes
+ * `helper: false`; the helper cases become their equivalents: `failing` is a table whose
+ * backup fails (its message must match `stderr`), `emptySource` an empty source that is a
+ * valid backup and restores as empty, and `slow.helperRunning()` says whether the backup
+ * still holds what it reads (it must let go when cancelled).
+ *
  * Tests (each bounded in time):
  * 1. round trip: seed → backup → mutate → restore → snapshot equal to the seeded one;
  *    hooks ran in order pre_backup, post_backup, pre_restore, post_restore;
  * 2. a failing helper fails the backup with its stderr in the message; post hook ran;
- * 3. empty output fails the backup; post hook ran;
- * 4. cancel (AbortSignal) mid-helper kills it, post hook ran; an early `return()` of the
- *    iterator (client disconnect) runs the post hook too;
+ * 3. empty output fails the backup; post hook ran (without a helper: an empty source
+ *    backs up and restores as empty);
+ * 4. cancel (AbortSignal) mid-helper kills it (without a helper: releases what the backup
+ *    held), post hook ran; an early `return()` of the iterator (client disconnect) runs the
+ *    post hook too;
  * 5. a corrupted archive (a flipped payload byte), a truncated one, and a verifying one
  *    with a garbage payload are refused and leave the live data exactly as it was; the
  *    post_restore hook ran.
@@ -73,6 +80,8 @@ export interface SuiteTarget {
   snapshot(): Promise<string>;
   failing?: { table: Table; stderr: RegExp };
   empty?: { table: Table };
+  /** Drivers without a helper: an empty source, a way to put data in it, and whether it is empty. */
+  emptySource?: { table: Table; fill(): Promise<void>; isEmpty(): Promise<boolean> };
   slow?: {
     table: Table;
     block?(): Promise<() => Promise<void>>;
@@ -96,6 +105,8 @@ export interface SuiteOptions {
   driver: AnyDriver;
   skip: false | string;
   setup(): Promise<SuiteTarget>;
+  /** false for a driver that reads the data itself, without a helper process (see above). */
+  helper?: boolean;
 }
 
 /** Runs a fixture command as `user`, returning stdout; throws with stderr on failure. */
@@ -337,52 +348,82 @@ export function runDriverSuite(opts: SuiteOptions): void {
       assert.deepEqual(warnings, []);
     });
 
-    test("a failing helper fails the backup with its stderr; the post hook runs", async (ctx) => {
-      if (t.failing === undefined) return ctx.skip("no way to make this helper fail");
-      const a = app(t.failing.table);
-      await assert.rejects(backupArchive(opts.driver, a), (err: unknown) => {
-        assert.ok(err instanceof FerryError, String(err));
-        assert.match(err.message, (t.failing as { stderr: RegExp }).stderr);
-        return true;
-      });
-      assert.deepEqual(hooksRun(), ["pre_backup", "post_backup"]);
-    });
+    const helper = opts.helper !== false;
 
-    test("a helper that yields no data fails the backup", async (ctx) => {
-      if (t.empty === undefined) return ctx.skip("this driver's helper cannot be empty");
-      const a = app(t.empty.table);
-      await assert.rejects(backupArchive(opts.driver, a), (err: unknown) => {
-        assert.ok(err instanceof FerryError, String(err));
-        assert.equal(err.code, "HELPER_FAILED");
-        assert.match(err.message, /no data|no output/);
-        return true;
-      });
-      assert.deepEqual(hooksRun(), ["pre_backup", "post_backup"]);
-    });
-
-    test("cancel mid-helper kills the helper and runs the post hook", async (ctx) => {
-      const slow = t.slow;
-      if (slow === undefined) return ctx.skip("no slow helper for this driver");
-      const release = (await slow.block?.()) ?? (async () => {});
-      try {
-        const a = app(slow.table);
-        const ac = new AbortController();
-        const started = Date.now();
-        const p = backupArchive(opts.driver, a, { signal: ac.signal });
-        p.catch(() => {});
-        assert.ok(await waitFor(() => slow.helperRunning(), 15_000), "the helper never started");
-        ac.abort(new FerryError("CANCELLED", "the client disconnected"));
-        await assert.rejects(p);
-        assert.ok(Date.now() - started < 30_000, "cancel took too long");
-        assert.ok(
-          await waitFor(async () => !(await slow.helperRunning()), 10_000),
-          "the helper is still running after cancel",
-        );
+    test(
+      helper
+        ? "a failing helper fails the backup with its stderr; the post hook runs"
+        : "a failing backup (an unreadable path) says why; the post hook runs",
+      async (ctx) => {
+        if (t.failing === undefined) return ctx.skip("no way to make this helper fail");
+        const a = app(t.failing.table);
+        await assert.rejects(backupArchive(opts.driver, a), (err: unknown) => {
+          assert.ok(err instanceof FerryError, String(err));
+          assert.match(err.message, (t.failing as { stderr: RegExp }).stderr);
+          return true;
+        });
         assert.deepEqual(hooksRun(), ["pre_backup", "post_backup"]);
-      } finally {
-        await release();
-      }
-    });
+      },
+    );
+
+    if (helper) {
+      test("a helper that yields no data fails the backup", async (ctx) => {
+        if (t.empty === undefined) return ctx.skip("this driver's helper cannot be empty");
+        const a = app(t.empty.table);
+        await assert.rejects(backupArchive(opts.driver, a), (err: unknown) => {
+          assert.ok(err instanceof FerryError, String(err));
+          assert.equal(err.code, "HELPER_FAILED");
+          assert.match(err.message, /no data|no output/);
+          return true;
+        });
+        assert.deepEqual(hooksRun(), ["pre_backup", "post_backup"]);
+      });
+    } else {
+      // In place of "a helper that yields no data fails the backup" (not registered, so
+      // not a skip): without a helper, no data is a valid backup.
+      test("an empty source is a valid backup and restores as empty", async () => {
+        const e = t.emptySource;
+        assert.ok(e !== undefined, "a driver without a helper must give emptySource");
+        const a = app(e.table);
+        const warnings: string[] = [];
+        const bytes = await backupArchive(opts.driver, a, { warnings });
+        await e.fill();
+        assert.equal(await e.isEmpty(), false, "fill() must put data in the source");
+        await restoreArchive(opts.driver, a, bytes, { warnings });
+        assert.equal(await e.isEmpty(), true);
+        assert.deepEqual(hooksRun(), [...HOOKS]);
+        assert.deepEqual(warnings, []);
+      });
+    }
+
+    test(
+      helper
+        ? "cancel mid-helper kills the helper and runs the post hook"
+        : "cancel mid-backup lets go of what the backup held and runs the post hook",
+      async (ctx) => {
+        const slow = t.slow;
+        if (slow === undefined) return ctx.skip("no slow helper for this driver");
+        const release = (await slow.block?.()) ?? (async () => {});
+        try {
+          const a = app(slow.table);
+          const ac = new AbortController();
+          const started = Date.now();
+          const p = backupArchive(opts.driver, a, { signal: ac.signal });
+          p.catch(() => {});
+          assert.ok(await waitFor(() => slow.helperRunning(), 15_000), "the helper never started");
+          ac.abort(new FerryError("CANCELLED", "the client disconnected"));
+          await assert.rejects(p);
+          assert.ok(Date.now() - started < 30_000, "cancel took too long");
+          assert.ok(
+            await waitFor(async () => !(await slow.helperRunning()), 10_000),
+            "the helper is still running after cancel",
+          );
+          assert.deepEqual(hooksRun(), ["pre_backup", "post_backup"]);
+        } finally {
+          await release();
+        }
+      },
+    );
 
     test("an early return of the entries (client disconnect) runs the post hook", async () => {
       await t.seed();

@@ -74,10 +74,16 @@ export function snapshot(root: string): Map<string, string> {
 
 export async function setupFilesApp(
   prefix: string,
-  opts: { restore?: boolean } = {},
+  opts: {
+    restore?: boolean;
+    /** The app's and the backup user's names (default ferry-rt-app, ferry-rt-bk). */
+    users?: { app: string; backup: string };
+    /** More config, appended (with APP for the app user's name). */
+    extraConfig?: string;
+  } = {},
 ): Promise<FilesApp> {
-  const app = ensureUser("ferry-rt-app");
-  const backup = ensureUser("ferry-rt-bk");
+  const app = ensureUser(opts.users?.app ?? "ferry-rt-app");
+  const backup = ensureUser(opts.users?.backup ?? "ferry-rt-bk");
   const dir = mkdtempSync(`/tmp/${prefix}-`);
   chmodSync(dir, 0o755);
   const appDir = join(dir, "apps");
@@ -98,7 +104,7 @@ export async function setupFilesApp(
   const config = join(dir, "ferry.toml");
   writeFileSync(
     config,
-    `version = 1\nsocket = "${socket}"\nstate_dir = "${dir}/state"\n\n[apps.notes]\ndriver = "files"\npaths = ["${live}"]\nowner = "${app.name}"\nrestore = ${opts.restore ?? true}\n\n[apps.other]\ndriver = "files"\npaths = ["${outside}"]\nowner = "${app.name}"\nrestore = true\n`,
+    `version = 1\nsocket = "${socket}"\nstate_dir = "${dir}/state"\n\n[apps.notes]\ndriver = "files"\npaths = ["${live}"]\nowner = "${app.name}"\nrestore = ${opts.restore ?? true}\n\n[apps.other]\ndriver = "files"\npaths = ["${outside}"]\nowner = "${app.name}"\nrestore = true\n${(opts.extraConfig ?? "").replaceAll("APP", app.name)}`,
   );
   const fx: FilesApp = {
     dir,

@@ -1,18 +1,21 @@
 /**
  * `ferry doctor`: checks, as the user running it, everything between this user and the
- * applications: the socket, the peer check, ferryd's identity and capabilities, each
- * application's health and the free space restores need. One line per check, OK / WARN /
- * FAIL with what to do; exit status 1 if anything failed.
+ * applications: the socket, the peer check, ferryd's identity and capabilities; then asks
+ * ferryd to check each application the way its backup and restore will use it
+ * (`POST /v1/apps/{app}/doctor`: the health check as the app's user, hook programs, a
+ * staging directory made and removed where a restore stages, free space). One line per
+ * check, OK / WARN / FAIL, with a `fix:` line for each problem; exit status 1 if anything
+ * failed.
  */
 import { lstatSync } from "node:fs";
-import type { AppDetail, AppSummary, VersionInfo } from "../../api/types.js";
+import type { AppSummary, DoctorCheck, DoctorReport, VersionInfo } from "../../api/types.js";
 import { SERVICE_CAPS } from "../../core/caps.js";
 import { FerryError } from "../../core/errors.js";
 import type { FerryClient } from "../client.js";
 import { EXIT } from "../exit-codes.js";
-import { formatBytes } from "../progress.js";
 
 type Level = "OK" | "WARN" | "FAIL";
+const LEVEL: Record<DoctorCheck["level"], Level> = { ok: "OK", warn: "WARN", fail: "FAIL" };
 
 export async function doctorCommand(
   client: FerryClient,
@@ -91,24 +94,15 @@ export async function doctorCommand(
   const { apps } = await client.json<{ apps: AppSummary[] }>("GET", "/v1/apps");
   if (apps.length === 0) line("WARN", "no applications are declared in ferryd's config");
   for (const a of apps) {
-    if (!a.health.ok) {
-      line("FAIL", `app ${a.name} (${a.driver}): ${a.health.message}`);
-      continue;
-    }
-    line("OK", `app ${a.name} (${a.driver}): ${a.health.message}`);
-    if (!a.restore) continue;
-    const detail = await client.json<AppDetail>("GET", `/v1/apps/${encodeURIComponent(a.name)}`);
-    const paths = (detail.description.paths ?? []) as {
-      path: string;
-      free_bytes?: number | null;
-    }[];
-    for (const p of paths) {
-      if (typeof p.free_bytes !== "number") continue;
-      const level: Level = p.free_bytes < 1024 ** 3 ? "WARN" : "OK";
-      line(
-        level,
-        `app ${a.name}: ${formatBytes(p.free_bytes)} free beside ${p.path} for restores (a restore stages a full copy there)`,
-      );
+    // ferryd checks each application as its backup and restore will use it (as the app's
+    // user, staging probed where a restore stages), and names the fix.
+    const report = await client.json<DoctorReport>(
+      "POST",
+      `/v1/apps/${encodeURIComponent(a.name)}/doctor`,
+    );
+    for (const c of report.checks) {
+      line(LEVEL[c.level], `app ${a.name} (${a.driver}): ${c.message}`);
+      if (c.fix !== undefined && c.level !== "ok") process.stdout.write(`     fix: ${c.fix}\n`);
     }
   }
   return failed ? EXIT.FAILURE : EXIT.OK;

@@ -13,7 +13,6 @@ import {
   lstatSync,
   openSync,
   renameSync,
-  statSync,
   unlinkSync,
   writeSync,
 } from "node:fs";
@@ -24,6 +23,7 @@ import { ArchiveParser } from "../../core/archive/reader.js";
 import { FerryError } from "../../core/errors.js";
 import { errorFromBody, type FerryClient, parseStatusTrailer } from "../client.js";
 import { EXIT, UsageError } from "../exit-codes.js";
+import { checkOutputFile, checkWritableDir } from "../local-paths.js";
 import { formatBytes, Progress } from "../progress.js";
 
 export interface ExportOptions {
@@ -118,15 +118,29 @@ function fileSink(path: string): Sink {
  * Standard output, written with write(2) directly: no stream, no copy, no queue. A pipe
  * some parent left in non-blocking mode answers EAGAIN when its reader is behind; then
  * the rest goes through process.stdout (a copy, as the caller reuses the buffer), and the
- * caller waits for its drain.
+ * caller waits for its drain. While process.stdout still holds bytes, everything after
+ * them goes the same way: the caller hands over the rest of a read before it waits, and
+ * a direct write(2) then would overtake the queued bytes, shuffling the archive on the
+ * pipe while the verified stream was whole.
  */
 function stdoutSink(): Sink {
+  let viaStream = false; // process.stdout was created (only then is it looked at)
+  let drain: Promise<void> | undefined;
   return {
     write: (chunk) => {
-      const n = writeAll(1, chunk);
-      if (n === chunk.length) return undefined;
-      if (process.stdout.write(Buffer.from(chunk.subarray(n)))) return undefined;
-      return once(process.stdout, "drain").then(() => undefined);
+      let rest = chunk;
+      if (!viaStream || process.stdout.writableLength === 0) {
+        const n = writeAll(1, chunk);
+        if (n === chunk.length) return undefined;
+        rest = chunk.subarray(n);
+        viaStream = true;
+      }
+      if (process.stdout.write(Buffer.from(rest))) return undefined;
+      // One wait for every write queued behind the same drain.
+      drain ??= once(process.stdout, "drain").then(() => {
+        drain = undefined;
+      });
+      return drain;
     },
     commit() {},
     discard() {},
@@ -139,6 +153,8 @@ export async function exportCommand(client: FerryClient, opts: ExportOptions): P
   if (opts.output === undefined && isatty(1)) {
     throw new UsageError("refusing to write an archive to a terminal; use -o FILE or a pipe");
   }
+  // Before the request: ferryd would run the pre-backup hook and stream the data first.
+  if (opts.output !== undefined) checkOutputFile(opts.output);
   const abort = new AbortController();
   const onSignal = () => abort.abort();
   process.once("SIGINT", onSignal);
@@ -226,13 +242,7 @@ export async function exportManyCommand(
   apps: string[] | "all",
   dir: string,
 ): Promise<number> {
-  try {
-    if (!statSync(dir).isDirectory()) throw new Error("not a directory");
-  } catch (err) {
-    throw new UsageError(
-      `-o ${dir}: must be an existing directory when exporting several applications (${(err as Error).message})`,
-    );
-  }
+  checkWritableDir(dir);
   const names =
     apps === "all"
       ? (await client.json<{ apps: { name: string }[] }>("GET", "/v1/apps")).apps.map((a) => a.name)

@@ -32,7 +32,11 @@ export async function readPassword(o: RepoOptions, confirm = false): Promise<str
   if (o.passwordFile !== undefined) {
     let text: string;
     try {
-      text = readFileSync(o.passwordFile, "utf8");
+      // `-` and /dev/stdin read the descriptor ferry was given, not the path: reopening
+      // /dev/stdin fails with EACCES when root redirected a file only root can open
+      // (`runuser -u ferry-backup -- ferry … --password-file /dev/stdin < root-only-file`).
+      const stdin = o.passwordFile === "-" || o.passwordFile === "/dev/stdin";
+      text = readFileSync(stdin ? 0 : o.passwordFile, "utf8");
     } catch (err) {
       throw new FerryError(
         "BAD_REQUEST",

@@ -10,6 +10,9 @@
  * Layout of a ustar header block (512 bytes): name[100] mode[8] uid[8] gid[8] size[12]
  * mtime[12] chksum[8] typeflag[1] linkname[100] magic[6] version[2] uname[32] gname[32]
  * devmajor[8] devminor[8] prefix[155].
+ *
+ * Longer than 300 lines on purpose: encoding and decoding of a header are kept side by
+ * side, so a field's octal, pax and fallback forms are read (and fixed) in one place.
  */
 
 import { SINCE_TOKEN } from "../../api/types.js";
@@ -45,6 +48,39 @@ export interface Unchanged {
   size: number;
   /** The file's entry in that archive: 0-based, counting payload entries only. */
   position: number;
+}
+
+/** What `fileEntryHeader` lets a caller choose; the rest is fixed. */
+export interface FileEntryOptions {
+  /** Permission bits; 0600 unless given. */
+  mode?: number;
+  /** Owner; root (0, 0, no names) unless given. */
+  uid?: number;
+  gid?: number;
+  uname?: string;
+  gname?: string;
+  /** Whole seconds; now unless given. */
+  mtimeSec?: number;
+}
+
+/**
+ * The header of a regular file entry that Ferry makes itself (metadata, dump parts,
+ * spooled files): no link, whole-second mtime.
+ */
+export function fileEntryHeader(path: string, size: number, o: FileEntryOptions = {}): TarHeader {
+  return {
+    path,
+    type: "file",
+    mode: o.mode ?? 0o600,
+    uid: o.uid ?? 0,
+    gid: o.gid ?? 0,
+    uname: o.uname ?? "",
+    gname: o.gname ?? "",
+    size,
+    mtimeSec: o.mtimeSec ?? Math.floor(Date.now() / 1000),
+    mtimeNsec: 0,
+    linkpath: "",
+  };
 }
 
 const TYPEFLAG: Record<EntryType, string> = {
@@ -165,19 +201,7 @@ export function encodeHeader(h: TarHeader): Buffer {
   const main = ustarBlock(h, TYPEFLAG[h.type], fallbackName, fallbackLink);
   if (records.length === 0) return main;
   const body = Buffer.from(records.join(""), "utf8");
-  const { unchanged: _, ...plain } = h;
-  const paxHeader: TarHeader = {
-    ...plain,
-    type: "file",
-    size: body.length,
-    linkpath: "",
-    mtimeNsec: 0,
-    uid: 0,
-    gid: 0,
-    uname: "",
-    gname: "",
-    mode: 0o644,
-  };
+  const paxHeader = fileEntryHeader(h.path, body.length, { mode: 0o644, mtimeSec: h.mtimeSec });
   const base = asciiFallback(h.path.split("/").filter(Boolean).pop() ?? "entry", 80);
   const paxBlock = ustarBlock(paxHeader, "x", ["", `PaxHeaders/${base}`], "");
   return Buffer.concat([paxBlock, body, Buffer.alloc(padding(body.length)), main]);

@@ -12,22 +12,29 @@
  * back once written (ferryd, from the socket write's callback) makes the steady state
  * allocation-free; one that keeps them simply gets new ones.
  *
- * Reads are synchronous: from the page cache that is a copy, and an asynchronous read
- * costs more in thread-pool hand-offs than the copy itself. So that a slow disk cannot
- * hold ferryd's event loop for long, the writer gives the loop a turn (setImmediate)
- * whenever it has worked for TURN_MS without one, handing out the block first if it holds
- * COALESCE bytes, so data keeps flowing.
+ * Reads never wait on the event loop. What the page cache holds is copied synchronously
+ * with preadv2(RWF_NOWAIT) (src/core/sys.ts, preadCached), which answers at once, with
+ * EAGAIN, when it would have to wait; everything else goes through the thread pool (one
+ * pread of up to a block each). So a read that does not return — an NFS server gone away,
+ * a hung FUSE file system, a disk retrying a bad sector — holds that one backup (and a
+ * pool thread) instead of ferryd, which goes on serving every other client, job, cancel
+ * and signal (a process waiting on such a read cannot even be killed);
+ * test/e2e/stuck-read.test.ts proves it. A warm tree costs no pool hop per file.
+ * The rest of an entry's work (headers, the walk's openat2/statx) is synchronous, so the
+ * writer gives the loop a turn (setImmediate) after an entry whenever it has worked for
+ * TURN_MS without one, handing out the block first if it holds COALESCE bytes.
  *
  * A file is read for exactly the size its header says (taken from fstat after the open):
  * if it shrank meanwhile the rest is zero-filled and a warning recorded (GNU tar does the
  * same); if it grew, the extra is left out. Either way the archive stays well-formed.
  */
 import { createHash } from "node:crypto";
-import { closeSync, readSync } from "node:fs";
+import { closeSync, read } from "node:fs";
 import { performance } from "node:perf_hooks";
 import { ARCHIVE_FORMAT, END_PATH, type EndRecord, MANIFEST_PATH } from "../../api/types.js";
 import { FerryError } from "../errors.js";
-import { BLOCK, encodeHeader, padding, type TarHeader } from "./tar.js";
+import { preadCached } from "../sys.js";
+import { BLOCK, encodeHeader, fileEntryHeader, padding, type TarHeader } from "./tar.js";
 
 export interface ArchiveEntry {
   header: TarHeader;
@@ -38,6 +45,11 @@ export interface ArchiveEntry {
    * are the body. The writer reads it and closes it, also when the archive fails.
    */
   file?: number;
+  /**
+   * For `file`: the reading stops, throwing the abort reason, once this aborts (checked at
+   * every block), so a cancelled backup of a huge file lets go at once.
+   */
+  signal?: AbortSignal;
 }
 
 /** Size of the blocks the archive is handed out in (the last one and early ones smaller). */
@@ -49,19 +61,14 @@ const TURN_MS = 10;
 const ZEROS = Buffer.alloc(BLOCK * 2);
 
 function metaHeader(path: string, size: number, mtimeSec: number): TarHeader {
-  return {
-    path,
-    type: "file",
-    mode: 0o644,
-    uid: 0,
-    gid: 0,
-    uname: "",
-    gname: "",
-    size,
-    mtimeSec,
-    mtimeNsec: 0,
-    linkpath: "",
-  };
+  return fileEntryHeader(path, size, { mode: 0o644, mtimeSec });
+}
+
+/** pread on the thread pool (see the header: never a read on the event loop). */
+function readAt(fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    read(fd, buf, off, len, pos, (err, n) => (err ? reject(err) : resolve(n)));
+  });
 }
 
 /** Recycles output blocks between the writer and a consumer that returns them. */
@@ -141,11 +148,23 @@ export async function* writeArchive(
   };
 
   /** The body of a file entry, read straight into the blocks. */
-  async function* readFileInto(fd: number, h: TarHeader): AsyncGenerator<Buffer> {
+  async function* readFileInto(
+    fd: number,
+    h: TarHeader,
+    signal: AbortSignal | undefined,
+  ): AsyncGenerator<Buffer> {
     let pos = 0;
     while (pos < h.size) {
+      signal?.throwIfAborted();
       const want = Math.min(h.size - pos, block.length - fill);
-      const n = readSync(fd, block, fill, want, pos);
+      // What the page cache holds is copied at once (preadv2 RWF_NOWAIT, never a wait on
+      // a disk or a network); anything else is read on the thread pool. The block is this
+      // generator's until handed out, so nothing touches it meanwhile.
+      let n = preadCached(fd, block, fill, want, pos);
+      if (n < 0) {
+        n = await readAt(fd, block, fill, want, pos);
+        lastTurn = performance.now(); // the loop ran while the read was away
+      }
       if (n === 0) {
         warnings.push(`${h.path}: shrank by ${h.size - pos} bytes while being read; zero-filled`);
         while (pos < h.size) {
@@ -153,7 +172,10 @@ export async function* writeArchive(
           block.fill(0, fill, fill + z);
           fill += z;
           pos += z;
-          if (fill === block.length) yield takeBlock();
+          if (fill === block.length) {
+            signal?.throwIfAborted();
+            yield takeBlock();
+          }
         }
         return;
       }
@@ -183,7 +205,7 @@ export async function* writeArchive(
       try {
         put(encodeHeader(h), out);
         yield* out.splice(0);
-        yield* readFileInto(entry.file, h);
+        yield* readFileInto(entry.file, h, entry.signal);
       } finally {
         closeSync(entry.file);
       }

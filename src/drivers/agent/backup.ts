@@ -1,15 +1,15 @@
 import {
   ARCHIVE_PREFIX,
-  ByteSource,
   PayloadChecker,
   payloadHeader,
-  readTar,
   STATUS_TRAILER,
 } from "../../agent/protocol.js";
+import { ByteSource, readTar } from "../../agent/tar-stream.js";
 import type { ArchiveEntry } from "../../core/archive/writer.js";
 import { FerryError } from "../../core/errors.js";
 import type { DriverContext } from "../types.js";
-import { agentError, agentRequest, clean, fetchInfo } from "./client.js";
+import { agentError, fetchInfo } from "./calls.js";
+import { agentRequest, clean } from "./client.js";
 import type { AgentConfig } from "./config.js";
 
 import { endQuiesce, limitsOf, startQuiesce } from "./quiesce.js";

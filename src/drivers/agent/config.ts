@@ -1,7 +1,13 @@
 import { posix } from "node:path";
 import { z } from "zod";
 import { DEFAULT_PAYLOAD_LIMITS } from "../../agent/protocol.js";
-import { absolutePathSchema, commonKeys, resolveHooks, resolveRunUser } from "../common.js";
+import {
+  absolutePathSchema,
+  commonKeys,
+  resolveHooks,
+  resolveRunUser,
+  userNameSchema,
+} from "../common.js";
 
 /** ferryd connects through `/proc/self/fd/N/NAME`; sun_path holds 107 bytes. */
 export const MAX_SOCKET_NAME_BYTES = 80;
@@ -18,7 +24,7 @@ export const agentSchema = z
       { message: `the socket's file name must be at most ${MAX_SOCKET_NAME_BYTES} bytes` },
     ),
     /** The OS user the agent must run as (checked with SO_PEERCRED on every connection). */
-    owner: z.string().min(1),
+    owner: userNameSchema,
     /** Seconds to connect and to answer GET /v1/info. */
     connect_timeout: seconds(10),
     /** Seconds the agent may take to quiesce (POST /v1/prepare). */

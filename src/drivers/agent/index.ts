@@ -1,7 +1,8 @@
 import type { FerryError } from "../../core/errors.js";
+import { inspectSocket } from "../inspect.js";
 import type { Driver } from "../types.js";
 import { backup } from "./backup.js";
-import { fetchInfo } from "./client.js";
+import { fetchInfo } from "./calls.js";
 import { type AgentConfig, agentSchema } from "./config.js";
 import { openRestore } from "./restore.js";
 
@@ -52,4 +53,8 @@ export const agentDriver: Driver<AgentConfig> = {
   backup,
 
   restore: openRestore,
+
+  inspect(config) {
+    return inspectSocket(config.socket, ["socket"], "the application (its agent)");
+  },
 };

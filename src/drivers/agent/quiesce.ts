@@ -1,7 +1,7 @@
 import { DEFAULT_PAYLOAD_LIMITS, type PayloadLimits } from "../../agent/protocol.js";
 import { FerryError } from "../../core/errors.js";
 import type { DriverContext } from "../types.js";
-import { type AgentInfo, finish, type Operation, type Outcome, prepare } from "./client.js";
+import { type AgentInfo, finish, type Operation, type Outcome, prepare } from "./calls.js";
 import type { AgentConfig } from "./config.js";
 
 export function limitsOf(config: AgentConfig): PayloadLimits {

@@ -10,10 +10,12 @@ import {
 } from "../../agent/protocol.js";
 import type { TarHeader } from "../../core/archive/tar.js";
 import { FerryError } from "../../core/errors.js";
-import { Spool, writeAll } from "../spool.js";
+import { writeAll } from "../dump-io.js";
+import { Spool } from "../spool.js";
 import type { RestoreContext, RestoreSession } from "../types.js";
 import { INFO_ENTRY, MAX_INFO_BYTES } from "./backup.js";
-import { agentError, agentRequest, fetchInfo, readJson } from "./client.js";
+import { agentError, fetchInfo, readJson } from "./calls.js";
+import { agentRequest } from "./client.js";
 import type { AgentConfig } from "./config.js";
 import { endQuiesce, limitsOf, startQuiesce } from "./quiesce.js";
 

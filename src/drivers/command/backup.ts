@@ -1,7 +1,8 @@
 import type { ArchiveEntry } from "../../core/archive/writer.js";
 import { runHelper } from "../../core/spawn.js";
 import { timeoutMs } from "../common.js";
-import { Spool, spoolHelper } from "../spool.js";
+import { spoolHelper } from "../dump-io.js";
+import { Spool } from "../spool.js";
 import type { DriverContext } from "../types.js";
 import type { CommandConfig } from "./config.js";
 

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { argvSchema, commonKeys, resolveHooks, resolveRunUser } from "../common.js";
+import { argvSchema, commonKeys, resolveHooks, resolveRunUser, userNameSchema } from "../common.js";
 
 export const commandSchema = z
   .strictObject({
@@ -10,7 +10,7 @@ export const commandSchema = z
     /** Reads it back from stdin; without it the application cannot be restored. */
     restore_command: argvSchema.optional(),
     /** The OS user both commands (and, by default, the hooks) run as. */
-    os_user: z.string().min(1),
+    os_user: userNameSchema,
   })
   .superRefine((c, ctx) => {
     if (c.restore && c.restore_command === undefined) {

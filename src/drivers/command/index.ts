@@ -14,6 +14,7 @@
  * atomically itself, e.g. into a new file and rename). `abort` never runs the command.
  */
 import { findProgram } from "../../core/spawn.js";
+import { inspectProgram } from "../inspect.js";
 import type { Driver } from "../types.js";
 import { backup, COMMAND_ENTRY } from "./backup.js";
 import { type CommandConfig, commandSchema } from "./config.js";
@@ -52,4 +53,13 @@ export const commandDriver: Driver<CommandConfig> = {
   backup,
 
   restore: openRestore,
+
+  inspect(config) {
+    return [
+      ...inspectProgram(config.backup_command[0] as string, ["backup_command"], config.user),
+      ...(config.restore_command === undefined
+        ? []
+        : inspectProgram(config.restore_command[0] as string, ["restore_command"], config.user)),
+    ];
+  },
 };

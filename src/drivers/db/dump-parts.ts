@@ -20,6 +20,7 @@
  * dump part was emitted can come from a failed helper.
  */
 import type { Readable, Writable } from "node:stream";
+import { fileEntryHeader } from "../../core/archive/tar.js";
 import type { ArchiveEntry } from "../../core/archive/writer.js";
 import { FerryError } from "../../core/errors.js";
 import type { Helper } from "../../core/spawn.js";
@@ -141,19 +142,12 @@ export async function* helperParts(
   out.once("error", onError);
   const mtimeSec = Math.floor(Date.now() / 1000);
   const entry = (index: number, body: Buffer): ArchiveEntry => ({
-    header: {
-      path: partPath(opts.prefix, index, opts.ext),
-      type: "file",
-      mode: 0o600,
+    header: fileEntryHeader(partPath(opts.prefix, index, opts.ext), body.length, {
       uid: opts.uid,
       gid: opts.gid,
       uname: opts.uname,
-      gname: "",
-      size: body.length,
       mtimeSec,
-      mtimeNsec: 0,
-      linkpath: "",
-    },
+    }),
     body,
   });
   let index = 0;

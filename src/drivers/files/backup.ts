@@ -38,7 +38,9 @@ async function* entries(config: FilesConfig, ctx: DriverContext): AsyncGenerator
       if (p.fd !== undefined) closeSync(p.fd);
       ctx.signal.throwIfAborted();
     }
-    yield p.fd === undefined ? { header: p.header } : { header: p.header, file: p.fd };
+    yield p.fd === undefined
+      ? { header: p.header }
+      : { header: p.header, file: p.fd, signal: ctx.signal };
   }
 }
 

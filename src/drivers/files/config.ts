@@ -1,7 +1,13 @@
 import { posix } from "node:path";
 import { z } from "zod";
 import { lookupGroupId, lookupUser } from "../../core/users.js";
-import { commonKeys, resolveHooks, resolveRunUser } from "../common.js";
+import {
+  commonKeys,
+  groupNameSchema,
+  resolveHooks,
+  resolveRunUser,
+  userNameSchema,
+} from "../common.js";
 
 const absolutePath = z
   .string()
@@ -18,24 +24,10 @@ export const filesSchema = z
     driver: z.literal("files"),
     ...commonKeys,
     paths: z.array(absolutePath).min(1, { message: "must list at least one directory" }),
-    owner: z.string().min(1),
-    group: z.string().min(1).optional(),
+    owner: userNameSchema,
+    group: groupNameSchema.optional(),
   })
   .superRefine((c, ctx) => {
-    if (lookupUser(c.owner) === undefined) {
-      ctx.addIssue({
-        code: "custom",
-        path: ["owner"],
-        message: `no such user ${JSON.stringify(c.owner)}`,
-      });
-    }
-    if (c.group !== undefined && lookupGroupId(c.group) === undefined) {
-      ctx.addIssue({
-        code: "custom",
-        path: ["group"],
-        message: `no such group ${JSON.stringify(c.group)}`,
-      });
-    }
     const seen = new Set<string>();
     c.paths.forEach((p, i) => {
       for (const q of seen) {

@@ -5,12 +5,16 @@
  */
 import { closeSync, statfsSync } from "node:fs";
 import { dirname } from "node:path";
+import type { DoctorCheck } from "../../api/types.js";
 import { explain, openRoot } from "../../core/safe-fs.js";
+import { inspectDirectory } from "../inspect.js";
+import { probeJournal, probeStagingDir } from "../probe.js";
 import type { Driver } from "../types.js";
 import { backup } from "./backup.js";
 import { type FilesConfig, filesSchema } from "./config.js";
 import { recoverRestores } from "./journal.js";
 import { openRestore } from "./restore.js";
+import { openDryRun } from "./restore-compare.js";
 import { cleanSinceIndexes, openSinceIndex } from "./since-index.js";
 
 export const filesDriver: Driver<FilesConfig> = {
@@ -60,9 +64,52 @@ export const filesDriver: Driver<FilesConfig> = {
 
   restore: openRestore,
 
+  keepsOld: true,
+
+  dryRun: (config, ctx) => openDryRun(config, ctx),
+
   recover(state, apps, log) {
     recoverRestores(state, apps, log);
     cleanSinceIndexes(state, apps, log);
+  },
+
+  async doctor(config, ctx) {
+    if (!ctx.restore) return [];
+    const checks: DoctorCheck[] = [];
+    // What openRestore refuses before it stages anything.
+    const uid = process.getuid?.() ?? -1;
+    if (config.uid === 0 && config.allow_root !== true) {
+      checks.push({
+        level: "fail",
+        message: `${ctx.app}'s owner is root: restores are refused`,
+        fix: "set allow_root = true in its config, or make owner the application's user",
+      });
+    }
+    if (!ctx.state.options.privileged && config.uid !== uid) {
+      checks.push({
+        level: "fail",
+        message: `ferryd runs without capabilities, so it can restore only files of its own uid ${uid}, not ${config.owner}'s`,
+        fix: "run ferryd as the service (deploy/ferryd.service), with its capabilities",
+      });
+    }
+    for (const path of config.paths) {
+      const probe = probeStagingDir(path, ctx.state);
+      const free = freeBytes(dirname(path));
+      if (probe.level === "ok" && free !== null && free < 1024 ** 3) {
+        checks.push({
+          level: "warn",
+          message: probe.message,
+          fix: `less than 1 GiB is free beside ${path}, and a restore stages a full copy of it there`,
+        });
+      } else checks.push(probe);
+    }
+    checks.push(probeJournal(ctx.state));
+    return checks;
+  },
+
+  inspect(config) {
+    const owner = { uid: config.uid, gid: config.gid, name: config.owner };
+    return config.paths.flatMap((p, i) => inspectDirectory(p, ["paths", i], owner));
   },
 };
 

@@ -17,12 +17,15 @@
  *   swapped yet (roll forward); a root counts as swapped when the live name's inode is
  *   the staging directory's inode, recorded when it was created.
  * - cleanup: all roots swapped; recovery removes the old trees left at the staging names.
+ *
+ * The acts themselves (swap, removal checked by identity) are swap.ts, shared with the
+ * restore (restore-staging.ts, restore-commit.ts).
  */
 import { closeSync, fstatSync, fsyncSync, readFileSync, writeSync } from "node:fs";
 import { basename, dirname } from "node:path";
+import { fsFailure } from "../../core/fs-errors.js";
 import type { Logger } from "../../core/log.js";
 import { explain, openBeneath, openRoot } from "../../core/safe-fs.js";
-import { removeDirIfSame } from "../../core/safe-remove.js";
 import type { StateDir } from "../../core/state-dir.js";
 import {
   O_CREAT,
@@ -30,18 +33,16 @@ import {
   O_NONBLOCK,
   O_RDONLY,
   O_WRONLY,
-  RENAME_EXCHANGE,
   RENAME_NOREPLACE,
   readDir,
   renameAt2,
-  S_IFDIR,
   S_IFMT,
   S_IFREG,
   SysError,
-  statAt,
   unlinkAt,
 } from "../../core/sys.js";
 import type { DeclaredApp } from "../types.js";
+import { keepOldTree, removeOldTree, removeStaging, swapIn } from "./swap.js";
 
 export type Phase = "extracting" | "staged" | "cleanup";
 
@@ -68,6 +69,11 @@ export interface Journal {
   phase: Phase;
   started: string;
   roots: JournalRoot[];
+  /**
+   * `ferry import --keep-old`: after the swap each old tree is renamed to `keptName`
+   * (beside the live one) instead of being removed, by the restore and by recovery alike.
+   */
+  keepOld?: boolean;
 }
 
 const JOURNAL_DIR = "journal";
@@ -87,6 +93,11 @@ export function stagingName(path: string, id: string): string {
   return `.${basename(path)}.ferry-restore-${id}`;
 }
 
+/** Where `--keep-old` keeps the tree a restore replaced, beside the live `path`. */
+export function keptName(path: string, id: string): string {
+  return `.${basename(path)}.ferry-old-${id}`;
+}
+
 function journalName(app: string): string {
   return `files-${app}.json`;
 }
@@ -97,6 +108,15 @@ function journalName(app: string): string {
  * followed), fsync, renameat over the journal, fsync of the directory.
  */
 export function writeJournal(state: StateDir, j: Journal): void {
+  try {
+    writeJournalFile(state, j);
+  } catch (err) {
+    // A state directory ferryd may not write (not in ReadWritePaths=) or a full disk.
+    throw fsFailure(err, "writing the restore journal", state.describe(JOURNAL_DIR)) ?? err;
+  }
+}
+
+function writeJournalFile(state: StateDir, j: Journal): void {
   const dir = state.sub(JOURNAL_DIR);
   const file = journalName(j.app);
   const tmp = `${file}.tmp`;
@@ -151,6 +171,7 @@ export function validateJournal(
   if (typeof j.id !== "string" || !RESTORE_ID.test(j.id)) return "malformed restore id";
   if (!PHASES.includes(j.phase as Phase)) return "unknown phase";
   if (typeof j.started !== "string") return "malformed start time";
+  if (j.keepOld !== undefined && typeof j.keepOld !== "boolean") return "malformed keepOld";
   if (!Array.isArray(j.roots) || j.roots.length !== paths.length) {
     return `the roots are not the ${paths.length} declared path(s)`;
   }
@@ -190,84 +211,8 @@ export function validateJournal(
     phase: j.phase as Phase,
     started: j.started,
     roots,
+    ...(j.keepOld === true ? { keepOld: true } : {}),
   };
-}
-
-/** dev:ino of `name` in the directory held by `dirfd`, or undefined if it does not exist. */
-export function idAt(dirfd: number, name: string): string | undefined {
-  try {
-    const st = statAt(dirfd, name);
-    return `${st.dev}:${st.ino}`;
-  } catch (err) {
-    if (err instanceof SysError && err.errnoName === "ENOENT") return undefined;
-    throw err;
-  }
-}
-
-/** Makes every staged root live; safe to call again after a crash at any point. */
-export function swapIn(parentFd: number, root: JournalRoot): void {
-  const name = basename(root.path);
-  const live = idAt(parentFd, name);
-  if (live === root.stagingId) return; // already swapped
-  if (idAt(parentFd, root.staging) !== root.stagingId) {
-    throw new Error(`staging ${root.staging} for ${root.path} is missing or was replaced`);
-  }
-  if (live === undefined) renameAt2(parentFd, root.staging, parentFd, name, RENAME_NOREPLACE);
-  else renameAt2(parentFd, root.staging, parentFd, name, RENAME_EXCHANGE);
-}
-
-/**
- * After the swap: removes the old tree, now at the staging name, if it is still the
- * directory that was live ("foreign" when something else was put there: left alone).
- */
-export function removeOldTree(
-  parentFd: number,
-  root: JournalRoot,
-): "removed" | "absent" | "foreign" {
-  if (!root.existed) return "absent";
-  if (root.oldId === undefined)
-    return idAt(parentFd, root.staging) === undefined ? "absent" : "foreign";
-  return removeDirIfSame(parentFd, root.staging, root.oldId);
-}
-
-/**
- * Before the swap (abort, roll back): removes the staging tree, if it is still the one
- * ferryd made. Its id is in the journal, except after a crash between the mkdirat and the
- * journal write; then only a directory as ferryd makes them (owned by `owner`, mode 0700)
- * is taken for it.
- */
-export function removeStaging(
-  parentFd: number,
-  root: JournalRoot,
-  owner: number,
-): "removed" | "absent" | "foreign" {
-  if (root.stagingId === "") {
-    // ferryd never recorded which directory it made: it was empty then (the id is written
-    // before anything goes in), so only an empty directory is removed, with rmdir, never
-    // a tree someone else put under the name (a root-owned 0700 one included).
-    let st: ReturnType<typeof statAt>;
-    try {
-      st = statAt(parentFd, root.staging);
-    } catch (err) {
-      if (err instanceof SysError && err.errnoName === "ENOENT") return "absent";
-      throw err;
-    }
-    if ((st.mode & S_IFMT) !== S_IFDIR || st.uid !== owner) return "foreign";
-    try {
-      unlinkAt(parentFd, root.staging, true);
-      return "removed";
-    } catch (err) {
-      if (
-        err instanceof SysError &&
-        (err.errnoName === "ENOTEMPTY" || err.errnoName === "EEXIST")
-      ) {
-        return "foreign";
-      }
-      if (err instanceof SysError && err.errnoName === "ENOENT") return "absent";
-      throw err;
-    }
-  }
-  return removeDirIfSame(parentFd, root.staging, root.stagingId);
 }
 
 /**
@@ -321,9 +266,11 @@ export function recoverRestores(
           // Only what ferryd made (the staging tree) or replaced (the old tree) is ever
           // removed, checked by identity: never whatever else is under the name now.
           if (rollForward) swapIn(parentFd, root);
-          const left = rollForward
-            ? removeOldTree(parentFd, root)
-            : removeStaging(parentFd, root, stagingOwner);
+          const left = !rollForward
+            ? removeStaging(parentFd, root, stagingOwner)
+            : j.keepOld === true
+              ? keepOldTree(parentFd, root, keptName(root.path, j.id))
+              : removeOldTree(parentFd, root);
           if (left === "foreign") {
             log.warn(
               { app, restore: j.id, path: root.path, left: root.staging },

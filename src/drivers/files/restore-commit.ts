@@ -10,6 +10,7 @@
  * undone by recovery (journal.ts).
  */
 import { closeSync, fchmodSync, fchownSync, fsyncSync } from "node:fs";
+import { dirname } from "node:path";
 import { unsafe } from "../../core/archive/paths.js";
 import { FerryError } from "../../core/errors.js";
 import { failpoint } from "../../core/failpoint.js";
@@ -30,8 +31,9 @@ import {
   syncFs,
 } from "../../core/sys.js";
 import type { RestoreContext } from "../types.js";
-import { type JournalRoot, removeOldTree, swapIn } from "./journal.js";
+import { type JournalRoot, keptName } from "./journal.js";
 import type { StagedRoot, Staging } from "./restore-staging.js";
+import { keepOldTree, removeOldTree, swapIn } from "./swap.js";
 
 /**
  * Directory modes and times, applied at commit: 22 bytes per directory in fixed-size
@@ -185,10 +187,11 @@ export function finishStaging(
 
 /**
  * Swaps the finished staging trees in (journal "staged" first, "cleanup" after), then
- * removes the old trees and the journal. A failed swap puts back what was swapped and
- * discards the staging.
+ * removes the old trees (or, with `keepOld`, renames each to `keptName` beside the live
+ * one, returning those paths) and the journal. A failed swap puts back what was swapped
+ * and discards the staging.
  */
-export function swapStagingIn(staging: Staging, ctx: RestoreContext): void {
+export function swapStagingIn(staging: Staging, ctx: RestoreContext): string[] {
   const { roots, journal } = staging;
   failpoint("restore-synced");
   staging.setPhase("staged");
@@ -215,11 +218,21 @@ export function swapStagingIn(staging: Staging, ctx: RestoreContext): void {
   }
   staging.setPhase("cleanup");
   failpoint("restore-before-cleanup");
+  const kept: string[] = [];
   for (const [i, r] of roots.entries()) {
     closeSync(r.stagingFd);
     r.stagingFd = -1;
     try {
-      if (removeOldTree(r.parentFd, journal.roots[i] as JournalRoot) === "foreign") {
+      if (journal.keepOld === true) {
+        const name = keptName(r.path, journal.id);
+        const k = keepOldTree(r.parentFd, journal.roots[i] as JournalRoot, name);
+        if (k === "kept") kept.push(`${dirname(r.path)}/${name}`);
+        if (k === "foreign") {
+          ctx.warnings.push(
+            `the old data of ${r.path} was replaced before it could be kept; left at ${r.staging}`,
+          );
+        }
+      } else if (removeOldTree(r.parentFd, journal.roots[i] as JournalRoot) === "foreign") {
         ctx.warnings.push(
           `the old data of ${r.path} was replaced before it could be removed; left at ${r.staging}`,
         );
@@ -232,4 +245,5 @@ export function swapStagingIn(staging: Staging, ctx: RestoreContext): void {
     closeSync(r.parentFd);
   }
   staging.removeJournal();
+  return kept;
 }

@@ -15,7 +15,8 @@
  * set-gid bits are cleared. Directory modes and times wait for the commit
  * (restore-commit.ts), so a directory's final mode cannot keep the restore out of it.
  */
-import { closeSync, fchmodSync, fchownSync, write } from "node:fs";
+import { closeSync, fchmodSync, fchownSync, writeSync } from "node:fs";
+import { dirname } from "node:path";
 import {
   checkLinkTarget,
   parseArchivePath,
@@ -25,6 +26,7 @@ import {
 import type { TarHeader } from "../../core/archive/tar.js";
 import { FerryError } from "../../core/errors.js";
 import { failpoint } from "../../core/failpoint.js";
+import { errnoOf, fsCodeOf, fsFailure } from "../../core/fs-errors.js";
 import { explain, openBeneath, RESOLVE_STRICT } from "../../core/safe-fs.js";
 import {
   lchownAt,
@@ -54,33 +56,12 @@ export function sanitizeMode(mode: number): number {
   return mode & 0o1777;
 }
 
-function writeAt(fd: number, buf: Buffer, pos: number): Promise<number> {
-  return new Promise((resolve, reject) =>
-    write(fd, buf, 0, buf.length, pos, (e, n) => (e ? reject(e) : resolve(n))),
-  );
-}
-
-const WRITE_BATCH = 1024 * 1024;
-
 interface OpenFile {
   fd: number;
   pos: number;
-  pending: Buffer[];
-  pendingBytes: number;
-}
-
-/** Writes what was gathered for an open file, at its position. */
-async function flush(f: OpenFile): Promise<void> {
-  if (f.pendingBytes === 0) return;
-  const buf = f.pending.length === 1 ? (f.pending[0] as Buffer) : Buffer.concat(f.pending);
-  f.pending = [];
-  f.pendingBytes = 0;
-  let off = 0;
-  while (off < buf.length) {
-    const n = await writeAt(f.fd, off === 0 ? buf : buf.subarray(off), f.pos);
-    off += n;
-    f.pos += n;
-  }
+  /** Its archive path and the directory its staging tree is in, for messages. */
+  path: string;
+  dir: string;
 }
 
 /** Extracts the payload entries of one archive into the staging trees. */
@@ -144,7 +125,12 @@ export class Extractor {
           return;
         case "file": {
           const fd = openBeneath(pfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
-          this.current = { fd, pos: 0, pending: [], pendingBytes: 0 };
+          this.current = {
+            fd,
+            pos: 0,
+            path: h.path,
+            dir: dirname(root.path),
+          };
           return;
         }
         case "symlink":
@@ -164,6 +150,10 @@ export class Extractor {
     } catch (err) {
       if (err instanceof SysError && err.errnoName === "EEXIST")
         throw unsafe(`entry ${JSON.stringify(h.path)} appears twice`);
+      // No space or no inodes left is the disk's doing, not the archive's.
+      if (fsCodeOf(errnoOf(err)) === "DISK_FULL") {
+        throw fsFailure(err, `creating ${h.path} in the staging tree`, dirname(root.path)) ?? err;
+      }
       if (err instanceof SysError) {
         throw unsafe(
           `cannot create ${JSON.stringify(h.path)} (${explain(err)}): the archive is inconsistent`,
@@ -173,23 +163,31 @@ export class Extractor {
     }
   }
 
-  async data(chunk: Buffer): Promise<void> {
+  data(chunk: Buffer): void {
     this.signal.throwIfAborted();
     const current = this.current;
     if (current === undefined) return;
-    // Chunks arrive at the socket's 64 KiB; writing each through the thread pool costs a
-    // round trip apiece, so they are gathered and written WRITE_BATCH at a time (the
-    // chunks are fresh buffers from the socket, never reused, so keeping them is safe).
-    current.pending.push(chunk);
-    current.pendingBytes += chunk.length;
+    // Written as it arrives, synchronously: into the page cache this is a copy, cheaper
+    // than a thread-pool round trip or gathering chunks into batches (bench/README.md,
+    // "import"). Durability comes from the one syncfs before the swap (restore-commit.ts).
+    let off = 0;
+    try {
+      while (off < chunk.length) {
+        const n = writeSync(current.fd, chunk, off, chunk.length - off, current.pos);
+        off += n;
+        current.pos += n;
+      }
+    } catch (err) {
+      // A full disk (or quota), a read-only or forbidden directory: the directory and the
+      // fix (DISK_FULL, READ_ONLY_FILESYSTEM, PERMISSION_DENIED), not a bare errno.
+      throw fsFailure(err, `writing ${current.path} into the staging tree`, current.dir) ?? err;
+    }
     this.bytes += chunk.length;
-    if (current.pendingBytes >= WRITE_BATCH) await flush(current);
   }
 
-  async entryEnd(h: TarHeader): Promise<void> {
+  entryEnd(h: TarHeader): void {
     const current = this.current;
     if (current === undefined || h.type !== "file") return;
-    await flush(current);
     const fd = current.fd;
     // chown first (it clears set-id bits anyway), then the sanitised mode, then times.
     fchownSync(fd, this.owner.uid, this.owner.gid);

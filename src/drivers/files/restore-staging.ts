@@ -13,6 +13,7 @@ import { randomBytes } from "node:crypto";
 import { closeSync } from "node:fs";
 import { basename, dirname } from "node:path";
 import { FerryError } from "../../core/errors.js";
+import { fsFailure } from "../../core/fs-errors.js";
 import { explain, openRoot, RESOLVE_STRICT } from "../../core/safe-fs.js";
 import { idOf } from "../../core/safe-remove.js";
 import { makePrivateDir } from "../../core/state-dir.js";
@@ -20,15 +21,14 @@ import { O_CLOEXEC, O_DIRECTORY, O_NOFOLLOW, O_PATH, openat2, statFd } from "../
 import type { RestoreContext } from "../types.js";
 import type { FilesConfig } from "./config.js";
 import {
-  idAt,
   type Journal,
   type JournalRoot,
   newRestoreId,
   removeJournal,
-  removeStaging,
   stagingName,
   writeJournal,
 } from "./journal.js";
+import { idAt, removeStaging } from "./swap.js";
 
 /** One declared path being restored: its held parent and its staging tree. */
 export interface StagedRoot {
@@ -70,6 +70,7 @@ export class Staging {
         phase: "extracting",
         started: new Date().toISOString(),
         roots: [],
+        ...(ctx.keepOld === true ? { keepOld: true } : {}),
       },
       privilege.privileged ? 0 : privilege.uid,
     );
@@ -115,9 +116,15 @@ export class Staging {
         // Root-owned 0700 at once (when ferryd holds capabilities): neither the backup user
         // (ferryd's own uid) nor the app's owner can enter the tree while it is built, so
         // nothing inside can be swapped between a mkdirat and the chown that follows it.
-        root.stagingFd = makePrivateDir(root.parentFd, root.staging, privilege, {
-          existing: "fail",
-        });
+        try {
+          root.stagingFd = makePrivateDir(root.parentFd, root.staging, privilege, {
+            existing: "fail",
+          });
+        } catch (err) {
+          // Read-only (not in ReadWritePaths=), not ferryd's to write, or full: the
+          // directory and the fix, not a bare "mkdirat …: EROFS".
+          throw fsFailure(err, `mkdirat ${root.staging}`, dirname(root.path)) ?? err;
+        }
         const st = statFd(root.stagingFd);
         (journal.roots[i] as JournalRoot).stagingId = `${st.dev}:${st.ino}`;
       }

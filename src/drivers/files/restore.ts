@@ -88,8 +88,12 @@ export async function openRestore(
         discard();
         throw err;
       }
-      swapStagingIn(staging, ctx);
-      return { entries: extract.entries, bytes: extract.bytes };
+      const kept = swapStagingIn(staging, ctx);
+      return {
+        entries: extract.entries,
+        bytes: extract.bytes,
+        ...(ctx.keepOld === true ? { kept } : {}),
+      };
     },
 
     async abort() {

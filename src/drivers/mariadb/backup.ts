@@ -11,6 +11,7 @@
  * a restore load it into a scratch database. `--single-transaction` gives one consistent
  * snapshot of the InnoDB tables of each database without locking writers out.
  */
+import { fileEntryHeader } from "../../core/archive/tar.js";
 import type { ArchiveEntry } from "../../core/archive/writer.js";
 import { dbPrefix, helperParts } from "../db/dump-parts.js";
 import type { DriverContext } from "../types.js";
@@ -40,17 +41,7 @@ export async function* backup(
   );
   const owner = { uid: config.user.uid, gid: config.user.gid, uname: config.user.name };
   yield {
-    header: {
-      path: META_PATH,
-      type: "file",
-      mode: 0o644,
-      ...owner,
-      gname: "",
-      size: body.length,
-      mtimeSec: Math.floor(Date.now() / 1000),
-      mtimeNsec: 0,
-      linkpath: "",
-    },
+    header: fileEntryHeader(META_PATH, body.length, { mode: 0o644, ...owner }),
     body,
   };
   for (const db of config.databases) {

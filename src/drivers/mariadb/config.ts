@@ -8,7 +8,8 @@
  * | `socket` | the client's default | path of the server's Unix socket |
  */
 import { z } from "zod";
-import { absolutePathSchema, commonKeys, resolveHooks, resolveRunUser } from "../common.js";
+import { absolutePathSchema, commonKeys, userNameSchema } from "../common.js";
+import { databaseList, resolveDbCommon } from "../db/config.js";
 
 /** MariaDB database names are at most 64 characters. */
 const dbName = z
@@ -25,7 +26,7 @@ export const mariadbSchema = z
     ...commonKeys,
     database: dbName.optional(),
     databases: z.array(dbName).min(1).optional(),
-    os_user: z.string().min(1).default("mysql"),
+    os_user: userNameSchema.default("mysql"),
     socket: absolutePathSchema.optional(),
   })
   .transform((c, ctx) => {
@@ -37,24 +38,10 @@ export const mariadbSchema = z
       });
       return z.NEVER;
     }
-    const databases = c.database !== undefined ? [c.database] : (c.databases ?? []);
-    if (new Set(databases).size !== databases.length) {
-      ctx.addIssue({ code: "custom", path: ["databases"], message: "lists a database twice" });
-    }
-    const user = resolveRunUser(c.os_user, c.allow_root, ctx, ["os_user"]);
-    const hooks = resolveHooks(c, user, ctx);
-    if (user === undefined) return z.NEVER;
-    return {
-      driver: c.driver,
-      restore: c.restore,
-      timeout: c.timeout,
-      allow_root: c.allow_root,
-      hooks,
-      databases,
-      os_user: c.os_user,
-      user,
-      socket: c.socket,
-    };
+    const databases = databaseList(c, ctx);
+    const common = resolveDbCommon(c, ctx);
+    if (common === undefined) return z.NEVER;
+    return { ...common, databases, socket: c.socket };
   });
 
 export type MariadbConfig = z.output<typeof mariadbSchema>;

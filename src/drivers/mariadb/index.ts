@@ -4,6 +4,8 @@
  * atomic multi-table RENAME. See backup.ts for the archive layout and restore.ts for the
  * restore protocol and its limits.
  */
+
+import { inspectProgram, inspectSocket } from "../inspect.js";
 import type { Driver } from "../types.js";
 import { backup } from "./backup.js";
 import { type MariadbConfig, mariadbSchema } from "./config.js";
@@ -41,4 +43,14 @@ export const mariadbDriver: Driver<MariadbConfig> = {
 
   backup: backup,
   restore: openRestore,
+
+  inspect(config) {
+    const out = ["mariadb", "mariadb-dump"].flatMap((t) =>
+      inspectProgram(t, ["driver"], config.user),
+    );
+    if (config.socket !== undefined) {
+      out.push(...inspectSocket(config.socket, ["socket"], "the MariaDB server"));
+    }
+    return out;
+  },
 };

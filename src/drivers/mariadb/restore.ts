@@ -40,118 +40,12 @@ import {
   quoteIdent,
   quoteLiteral,
 } from "./conn.js";
+import { createScript, type Definition, definitionsOf, objectsOf } from "./objects.js";
 
 /** `NAME__ferry_<kind>_<id>`, NAME shortened so the whole fits MariaDB's 64 characters. */
 export function stagingName(name: string, kind: "restore" | "old", id: string): string {
   const suffix = `__ferry_${kind}_${id}`;
   return [...name].slice(0, 64 - suffix.length).join("") + suffix;
-}
-
-interface Objects {
-  tables: string[];
-  views: string[];
-  triggers: string[];
-  routines: { name: string; type: string }[];
-  events: string[];
-}
-
-async function objectsOf(config: MariadbConfig, db: string, signal: AbortSignal): Promise<Objects> {
-  const l = quoteLiteral(db);
-  const rows = await mariadb(
-    config,
-    [
-      `SELECT 'table', TABLE_NAME, '' FROM information_schema.TABLES WHERE TABLE_SCHEMA = ${l} AND TABLE_TYPE <> 'VIEW'`,
-      `SELECT 'view', TABLE_NAME, '' FROM information_schema.VIEWS WHERE TABLE_SCHEMA = ${l}`,
-      `SELECT 'trigger', TRIGGER_NAME, '' FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ${l}`,
-      `SELECT 'routine', ROUTINE_NAME, ROUTINE_TYPE FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ${l}`,
-      `SELECT 'event', EVENT_NAME, '' FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ${l}`,
-    ].join(" UNION ALL "),
-    signal,
-  );
-  const o: Objects = { tables: [], views: [], triggers: [], routines: [], events: [] };
-  for (const [kind, name = "", type = ""] of rows) {
-    if (kind === "table") o.tables.push(name);
-    else if (kind === "view") o.views.push(name);
-    else if (kind === "trigger") o.triggers.push(name);
-    else if (kind === "routine") o.routines.push({ name, type });
-    else if (kind === "event") o.events.push(name);
-  }
-  return o;
-}
-
-/** A CREATE statement with the session settings it was defined under. */
-interface Definition {
-  kind: string;
-  name: string;
-  sqlMode: string;
-  charset: string;
-  collation: string;
-  create: string;
-}
-
-/** SHOW CREATE … of every non-table object of `db` (views, triggers, routines, events). */
-async function definitionsOf(
-  config: MariadbConfig,
-  db: string,
-  o: Objects,
-  signal: AbortSignal,
-): Promise<Definition[]> {
-  const out: Definition[] = [];
-  const show = async (kind: string, name: string, stmt: string) => {
-    const r = (await mariadb(config, stmt, signal, db))[0] ?? [];
-    // Column layouts differ per SHOW CREATE statement.
-    if (kind === "VIEW") {
-      out.push({
-        kind,
-        name,
-        sqlMode: "",
-        charset: r[2] ?? "utf8mb4",
-        collation: r[3] ?? "",
-        create: r[1] ?? "",
-      });
-    } else if (kind === "EVENT") {
-      out.push({
-        kind,
-        name,
-        sqlMode: r[1] ?? "",
-        charset: r[4] ?? "utf8mb4",
-        collation: r[5] ?? "",
-        create: r[3] ?? "",
-      });
-    } else {
-      out.push({
-        kind,
-        name,
-        sqlMode: r[1] ?? "",
-        charset: r[3] ?? "utf8mb4",
-        collation: r[4] ?? "",
-        create: r[2] ?? "",
-      });
-    }
-  };
-  for (const v of o.views) await show("VIEW", v, `SHOW CREATE VIEW ${quoteIdent(v)}`);
-  for (const t of o.triggers) await show("TRIGGER", t, `SHOW CREATE TRIGGER ${quoteIdent(t)}`);
-  for (const r of o.routines)
-    await show(r.type, r.name, `SHOW CREATE ${r.type} ${quoteIdent(r.name)}`);
-  for (const e of o.events) await show("EVENT", e, `SHOW CREATE EVENT ${quoteIdent(e)}`);
-  return out;
-}
-
-/** A script that recreates `defs` in `db`, with a delimiter that no definition contains. */
-function createScript(db: string, defs: Definition[], id: string): string {
-  // The client keeps at most 15 characters of a delimiter.
-  const delim = `$$${id}$$`;
-  const lines = [`USE ${quoteIdent(db)};`, `DELIMITER ${delim}`];
-  for (const d of defs) {
-    if (d.create.includes(delim))
-      throw new FerryError("INTERNAL", "a definition contains the script delimiter");
-    const settings = [`character_set_client = ${quoteLiteral(d.charset)}`];
-    if (d.collation !== "") settings.push(`collation_connection = ${quoteLiteral(d.collation)}`);
-    if (d.kind !== "VIEW") settings.push(`sql_mode = ${quoteLiteral(d.sqlMode)}`);
-    lines.push(`SET SESSION ${settings.join(", ")}${delim}`, `${d.create}${delim}`);
-  }
-  lines.push("DELIMITER ;");
-  return `${lines.join("\n")}\n`;
 }
 
 /**

@@ -12,6 +12,7 @@
  * consistent in itself; databases are dumped one after the other.
  */
 
+import { fileEntryHeader } from "../../core/archive/tar.js";
 import type { ArchiveEntry } from "../../core/archive/writer.js";
 import { FerryError } from "../../core/errors.js";
 import { dbPrefix, helperParts } from "../db/dump-parts.js";
@@ -44,19 +45,12 @@ export async function listDatabases(
 function metaEntry(meta: Record<string, unknown>, config: PostgresConfig): ArchiveEntry {
   const body = Buffer.from(`${JSON.stringify(meta, null, 2)}\n`);
   return {
-    header: {
-      path: META_PATH,
-      type: "file",
+    header: fileEntryHeader(META_PATH, body.length, {
       mode: 0o644,
       uid: config.user.uid,
       gid: config.user.gid,
       uname: config.user.name,
-      gname: "",
-      size: body.length,
-      mtimeSec: Math.floor(Date.now() / 1000),
-      mtimeNsec: 0,
-      linkpath: "",
-    },
+    }),
     body,
   };
 }

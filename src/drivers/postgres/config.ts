@@ -9,8 +9,8 @@
  * | `port` | libpq's default | server port (also names the Unix socket file) |
  */
 import { z } from "zod";
-import type { HelperUser } from "../../core/spawn.js";
-import { commonKeys, type ResolvedHooks, resolveHooks, resolveRunUser } from "../common.js";
+import { commonKeys, userNameSchema } from "../common.js";
+import { databaseList, resolveDbCommon } from "../db/config.js";
 
 /** PostgreSQL identifiers are at most 63 bytes (NAMEDATALEN - 1). */
 const dbName = z
@@ -26,7 +26,7 @@ export const postgresSchema = z
     database: dbName.optional(),
     databases: z.array(dbName).min(1).optional(),
     all: z.boolean().optional(),
-    os_user: z.string().min(1).default("postgres"),
+    os_user: userNameSchema.default("postgres"),
     host: z
       .string()
       .min(1)
@@ -44,24 +44,14 @@ export const postgresSchema = z
       });
       return z.NEVER;
     }
-    const databases = c.database !== undefined ? [c.database] : (c.databases ?? []);
-    if (new Set(databases).size !== databases.length) {
-      ctx.addIssue({ code: "custom", path: ["databases"], message: "lists a database twice" });
-    }
-    const user = resolveRunUser(c.os_user, c.allow_root, ctx, ["os_user"]);
-    const hooks: ResolvedHooks | undefined = resolveHooks(c, user, ctx);
-    if (user === undefined) return z.NEVER;
+    const databases = databaseList(c, ctx);
+    const common = resolveDbCommon(c, ctx);
+    if (common === undefined) return z.NEVER;
     return {
-      driver: c.driver,
-      restore: c.restore,
-      timeout: c.timeout,
-      allow_root: c.allow_root,
-      hooks,
+      ...common,
       /** Empty when `all` is set: the list is read from the server at backup time. */
       databases,
       all: c.all === true,
-      os_user: c.os_user,
-      user: user as HelperUser,
       host: c.host,
       port: c.port,
     };

@@ -3,6 +3,8 @@
  * snapshot per database), restores with `pg_restore` into a new database and an atomic
  * name swap. See backup.ts for the archive layout and restore.ts for the restore protocol.
  */
+
+import { inspectProgram, inspectSocket } from "../inspect.js";
 import type { Driver } from "../types.js";
 import { backup, listDatabases, maintenanceDb } from "./backup.js";
 import { type PostgresConfig, postgresSchema } from "./config.js";
@@ -52,4 +54,20 @@ export const postgresDriver: Driver<PostgresConfig> = {
 
   backup: backup,
   restore: openRestore,
+
+  inspect(config) {
+    const tools = ["psql", "pg_dump", ...(config.all ? ["pg_dumpall"] : [])];
+    if (config.restore) tools.push("pg_restore");
+    const out = tools.flatMap((t) => inspectProgram(t, ["driver"], config.user));
+    if (config.host?.startsWith("/")) {
+      out.push(
+        ...inspectSocket(
+          `${config.host}/.s.PGSQL.${config.port ?? 5432}`,
+          ["host"],
+          "the PostgreSQL server",
+        ),
+      );
+    }
+    return out;
+  },
 };

@@ -20,12 +20,13 @@
  */
 import { fsyncSync } from "node:fs";
 import type { Redis } from "ioredis";
-import type { TarHeader } from "../../core/archive/tar.js";
+import { fileEntryHeader } from "../../core/archive/tar.js";
 import type { ArchiveEntry } from "../../core/archive/writer.js";
 import { FerryError } from "../../core/errors.js";
 import { runHelper } from "../../core/spawn.js";
 import { timeoutMs } from "../common.js";
-import { noData, Spool, writeAll } from "../spool.js";
+import { noData, writeAll } from "../dump-io.js";
+import { Spool } from "../spool.js";
 import type { DriverContext } from "../types.js";
 import { connectRedis, readPassword, serverVersion } from "./client.js";
 import type { RedisConfig } from "./config.js";
@@ -39,20 +40,7 @@ const FLUSH_BYTES = 1024 * 1024;
 
 function metaEntry(meta: Record<string, unknown>): ArchiveEntry {
   const body = Buffer.from(`${JSON.stringify(meta)}\n`);
-  const header: TarHeader = {
-    path: META_ENTRY,
-    type: "file",
-    mode: 0o600,
-    uid: 0,
-    gid: 0,
-    uname: "",
-    gname: "",
-    size: body.length,
-    mtimeSec: Math.floor(Date.now() / 1000),
-    mtimeNsec: 0,
-    linkpath: "",
-  };
-  return { header, body };
+  return { header: fileEntryHeader(META_ENTRY, body.length), body };
 }
 
 /** Writes the whole key stream of the connected db into `fd`; returns the key count. */

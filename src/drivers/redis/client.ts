@@ -5,7 +5,7 @@
  */
 import type { Redis } from "ioredis";
 import { FerryError } from "../../core/errors.js";
-import { readTrustedText } from "../../core/trusted-file.js";
+import { readTrustedText } from "../../core/secret-file.js";
 import type { RedisConnection } from "./config.js";
 
 /**

@@ -1,5 +1,11 @@
 import { z } from "zod";
-import { absolutePathSchema, commonKeys, resolveHooks, resolveRunUser } from "../common.js";
+import {
+  absolutePathSchema,
+  commonKeys,
+  resolveHooks,
+  resolveRunUser,
+  userNameSchema,
+} from "../common.js";
 
 export const redisSchema = z
   .strictObject({
@@ -25,7 +31,7 @@ export const redisSchema = z
      */
     staging_db: z.number().int().min(0).optional(),
     /** The OS user `redis-cli` (rdb mode) and, by default, the hooks run as. */
-    os_user: z.string().min(1).optional(),
+    os_user: userNameSchema.optional(),
   })
   .superRefine((c, ctx) => {
     if ((c.url === undefined) === (c.host === undefined)) {

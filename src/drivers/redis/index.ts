@@ -1,3 +1,4 @@
+import { inspectProgram } from "../inspect.js";
 import type { Driver } from "../types.js";
 import { backup, KEYS_ENTRY, RDB_ENTRY } from "./backup.js";
 import { connectRedis, serverVersion } from "./client.js";
@@ -45,4 +46,8 @@ export const redisDriver: Driver<RedisConfig> = {
   backup,
 
   restore: openRestore,
+
+  inspect(config) {
+    return config.mode === "rdb" ? inspectProgram("redis-cli", ["mode"], config.user) : [];
+  },
 };

@@ -1,5 +1,11 @@
 import { z } from "zod";
-import { absolutePathSchema, commonKeys, resolveHooks, resolveRunUser } from "../common.js";
+import {
+  absolutePathSchema,
+  commonKeys,
+  resolveHooks,
+  resolveRunUser,
+  userNameSchema,
+} from "../common.js";
 
 export const sqliteSchema = z
   .strictObject({
@@ -8,7 +14,7 @@ export const sqliteSchema = z
     /** The database file. Its directory must not be a symlink anywhere on the way. */
     path: absolutePathSchema,
     /** The OS user that owns the database: sqlite3 runs as them; a restore is owned by them. */
-    owner: z.string().min(1),
+    owner: userNameSchema,
   })
   .transform((c, ctx) => {
     const user = resolveRunUser(c.owner, c.allow_root, ctx, ["owner"]);

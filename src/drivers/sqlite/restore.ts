@@ -21,15 +21,18 @@
  * If step 1 or 2 fails, the side files are moved back and the live database is as it was.
  */
 import { randomBytes } from "node:crypto";
-import { closeSync, fchmodSync, fchownSync, fsyncSync } from "node:fs";
+import { closeSync, fchmodSync, fchownSync, fstatSync, fsyncSync, readSync } from "node:fs";
 import { basename, dirname } from "node:path";
 import type { TarHeader } from "../../core/archive/tar.js";
 import { FerryError } from "../../core/errors.js";
+import { fsFailure } from "../../core/fs-errors.js";
 import { openBeneath, openRoot } from "../../core/safe-fs.js";
 import { runHelper } from "../../core/spawn.js";
 import {
   O_CREAT,
   O_EXCL,
+  O_NONBLOCK,
+  O_RDONLY,
   O_WRONLY,
   RENAME_EXCHANGE,
   RENAME_NOREPLACE,
@@ -43,8 +46,9 @@ import {
 } from "../../core/sys.js";
 import { timeoutMs } from "../common.js";
 import { archiveInvalid } from "../db/restore.js";
-import { writeAll } from "../spool.js";
+import { writeAll } from "../dump-io.js";
 import type { RestoreContext, RestoreSession } from "../types.js";
+import { setWal } from "./backup.js";
 import type { SqliteConfig } from "./config.js";
 import { SQLITE_ENTRY, sqliteUri } from "./sql.js";
 
@@ -66,6 +70,31 @@ function unlinkQuiet(dirfd: number, name: string): void {
     if (!(err instanceof SysError && err.errnoName === "ENOENT")) throw err;
   }
 }
+
+/**
+ * Whether the SQLite database file `name` is in WAL mode: bytes 18 and 19 of its header
+ * (the file format write and read versions) are 2, rather than 1 for a rollback journal.
+ * Undefined when it is missing, not a regular file, or not an SQLite database.
+ */
+export function walFlag(dirfd: number, name: string): boolean | undefined {
+  let fd: number;
+  try {
+    fd = openBeneath(dirfd, name, O_RDONLY | O_NONBLOCK);
+  } catch {
+    return undefined;
+  }
+  try {
+    if ((fstatSync(fd).mode & S_IFMT) !== S_IFREG) return undefined;
+    const head = Buffer.alloc(20);
+    if (readSync(fd, head, 0, 20, 0) < 20) return undefined;
+    if (!head.subarray(0, 16).equals(SQLITE_MAGIC)) return undefined;
+    return head[18] === 2 && head[19] === 2;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+const SQLITE_MAGIC = Buffer.from("SQLite format 3\0", "latin1");
 
 export async function openRestore(
   config: SqliteConfig,
@@ -136,11 +165,20 @@ export async function openRestore(
       }
       if (seen) throw archiveInvalid(`${SQLITE_ENTRY} appears twice`);
       seen = true;
-      fd = openBeneath(dirfd, staged, O_WRONLY | O_CREAT | O_EXCL, 0o600);
+      try {
+        fd = openBeneath(dirfd, staged, O_WRONLY | O_CREAT | O_EXCL, 0o600);
+      } catch (err) {
+        // A read-only directory (not in ReadWritePaths=) or a full disk: said with the fix.
+        throw fsFailure(err, `creating ${staged}`, dir) ?? err;
+      }
     },
     async data(chunk: Buffer) {
       if (fd === undefined) throw archiveInvalid("data outside an entry");
-      await writeAll(fd, chunk);
+      try {
+        await writeAll(fd, chunk);
+      } catch (err) {
+        throw fsFailure(err, `writing ${staged}`, dir) ?? err;
+      }
       bytes += chunk.length;
     },
     async entryEnd() {
@@ -148,7 +186,11 @@ export async function openRestore(
       // Group and mode follow the live file, if it is one (not a symlink the owner put there).
       const found = statOrUndefined(dirfd, base);
       const live = found !== undefined && (found.mode & S_IFMT) === S_IFREG ? found : undefined;
-      fsyncSync(fd);
+      try {
+        fsyncSync(fd);
+      } catch (err) {
+        throw fsFailure(err, `writing ${staged}`, dir) ?? err;
+      }
       fchownSync(fd, config.user.uid, live?.gid ?? config.user.gid);
       fchmodSync(fd, live === undefined ? 0o600 : live.mode & 0o777);
       closeStaged();
@@ -161,6 +203,9 @@ export async function openRestore(
         // Checked only now, on bytes whose end record verified: a damaged transfer is
         // reported as such by the archive reader, not as a damaged database.
         await checkIntegrity();
+        if (walFlag(dirfd, base) === true && walFlag(dirfd, staged) === false) {
+          await setWal(config, ctx, `${dir}/${staged}`, `WAL mode for the restored ${config.path}`);
+        }
         const moved: string[] = [];
         try {
           for (const s of SIDE_FILES) {

@@ -23,6 +23,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { sqliteDriver } from "../../../src/drivers/sqlite/index.js";
 import {
+  archiveOf,
   asUser,
   backupArchive,
   ensureUser,
@@ -294,6 +295,93 @@ os.kill(os.getpid(), 9)`,
     symlinkSync(elsewhere, real);
     await assert.rejects(restoreArchive(sqliteDriver, app, bytes), /symlink|not a directory/);
     assert.deepEqual(readdirSync(elsewhere), []);
+  });
+
+  /** journal_mode, page_size, auto_vacuum, user_version, application_id of `db`. */
+  const settingsOfDb = (db: string) =>
+    sql(
+      user,
+      db,
+      "PRAGMA journal_mode; PRAGMA page_size; PRAGMA auto_vacuum; PRAGMA user_version; PRAGMA application_id;",
+    )
+      .trim()
+      .split("\n");
+
+  function tunedDb(db: string): void {
+    for (const s of ["", "-wal", "-shm", "-journal"]) removeDir(db + s);
+    sql(
+      user,
+      db,
+      `PRAGMA page_size=8192; PRAGMA auto_vacuum=INCREMENTAL; PRAGMA user_version=42;
+       PRAGMA application_id=1179800146; PRAGMA journal_mode=WAL;
+       CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3);`,
+    );
+  }
+
+  test("sqlite-restore-drops-wal-mode: journal mode, page size, auto_vacuum and user_version survive", async () => {
+    const db = `${dir}/tuned.db`;
+    tunedDb(db);
+    const want = ["wal", "8192", "2", "42", "1179800146"];
+    assert.deepEqual(settingsOfDb(db), want);
+    const app = {
+      name: "tuned",
+      settings: settingsOf(sqliteDriver, { path: db, owner: user.name, restore: true }),
+    };
+    const bytes = await backupArchive(sqliteDriver, app);
+    // The archived file itself is a WAL database (header bytes 18-19 are 2).
+    const body = (await payloadOf(bytes))[0]?.body as Buffer;
+    assert.deepEqual([body[18], body[19]], [2, 2]);
+    // Restored over the live database (now switched to a rollback journal, so only the
+    // archive can bring WAL back) and into a new path.
+    sql(user, db, "PRAGMA journal_mode=DELETE; PRAGMA user_version=7;");
+    await restoreArchive(sqliteDriver, app, bytes);
+    assert.deepEqual(settingsOfDb(db), want);
+    const fresh = `${dir}/tuned-new.db`;
+    await restoreArchive(
+      sqliteDriver,
+      {
+        name: "tuned-new",
+        settings: settingsOf(sqliteDriver, { path: fresh, owner: user.name, restore: true }),
+      },
+      bytes,
+    );
+    assert.deepEqual(settingsOfDb(fresh), want);
+    assert.equal(sql(user, fresh, "SELECT count(*) FROM t;").trim(), "3");
+    assert.deepEqual(
+      readdirSync(dir).filter((n) => n.includes("ferry-")),
+      [],
+    );
+  });
+
+  test("sqlite-old-archive-over-wal-database: an archive without WAL mode keeps the live WAL mode", async () => {
+    const db = `${dir}/older.db`;
+    tunedDb(db);
+    const app = {
+      name: "older",
+      settings: settingsOf(sqliteDriver, { path: db, owner: user.name, restore: true }),
+    };
+    // What a backup made before WAL was kept looks like: VACUUM INTO's rollback-journal
+    // copy, header bytes 18-19 = 1.
+    const body = Buffer.from(
+      (await payloadOf(await backupArchive(sqliteDriver, app)))[0]?.body as Buffer,
+    );
+    body[18] = 1;
+    body[19] = 1;
+    const old = await archiveOf(
+      { app: "older", driver: "sqlite", driver_type: "sqlite.v1", driver_version: 1 },
+      [{ path: "data/database.sqlite", body }],
+    );
+    await restoreArchive(sqliteDriver, app, old);
+    assert.deepEqual(settingsOfDb(db), ["wal", "8192", "2", "42", "1179800146"]);
+    assert.equal(sql(user, db, "PRAGMA integrity_check;").trim(), "ok");
+    // Over a database in rollback-journal mode the archive's mode is kept as it is.
+    sql(user, db, "PRAGMA journal_mode=DELETE;");
+    await restoreArchive(sqliteDriver, app, old);
+    assert.equal(settingsOfDb(db)[0], "delete");
+    assert.deepEqual(
+      readdirSync(dir).filter((n) => n.includes("ferry-")),
+      [],
+    );
   });
 
   test("the archive holds one plain database file owned by the owner", async () => {
