@@ -9,6 +9,9 @@
  * and the trailers are bounded (64 KiB each), chunk-size lines too (1 KiB), a body must be
  * chunked or have a Content-Length, and anything after the end of the response is an
  * error. A consumer that returns a promise pauses reading until it settles.
+ *
+ * Longer than 300 lines on purpose: the response parser and the socket loop that feeds it
+ * are one unit, tested together in test/cli/download.test.ts.
  */
 import { connect, type Socket } from "node:net";
 import { FerryError } from "../core/errors.js";

@@ -23,6 +23,10 @@
  *
  * In user mode (no capabilities) there is no privilege to protect: the directory is the
  * user's own, mode 0700.
+ *
+ * Longer than 300 lines on purpose: every rule about the root-owned state directory
+ * (creation, ownership, the held descriptor, private subdirectories) is in this one file,
+ * which docs/security.md points to.
  */
 import { closeSync, fchmodSync, fchownSync } from "node:fs";
 import { FerryError } from "./errors.js";

@@ -6,6 +6,10 @@
  * writable by ferryd's own uid (`loadConfig` through `openTrustedFile`): otherwise the
  * backup software, which runs as that uid, could declare /etc as an application and read
  * it through ferryd. Files the config names must be root's (`checkNamedFiles`).
+ *
+ * Longer than 300 lines on purpose: the one schema, its defaults and the one-pass problem
+ * report (every problem with its line) are kept in one place, so no default or check
+ * lives anywhere else.
  */
 import { closeSync, readFileSync } from "node:fs";
 import { resolve } from "node:path";

@@ -11,6 +11,9 @@
  * State machine: header → (pax → header)* → body → pad → header … → end record → trailer.
  * The header bytes of an entry are held back until the entry is known not to be the end
  * record, because the end record's own header is outside the hashed range.
+ *
+ * Longer than 300 lines on purpose: one strict state machine, and the manifest and
+ * end-record checks it ends with, read best in one piece.
  */
 import { createHash } from "node:crypto";
 import { END_PATH, type EndRecord, MANIFEST_PATH, type Manifest } from "../../api/types.js";

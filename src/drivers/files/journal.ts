@@ -20,6 +20,9 @@
  *
  * The acts themselves (swap, removal checked by identity) are swap.ts, shared with the
  * restore (restore-staging.ts, restore-commit.ts).
+ *
+ * Longer than 300 lines on purpose: the journal's format, its validation against the live
+ * config and the recovery it steers are read together when judging a crash.
  */
 import { closeSync, fstatSync, fsyncSync, readFileSync, writeSync } from "node:fs";
 import { basename, dirname } from "node:path";

@@ -49,6 +49,10 @@
  * paths, created}; per file: u16 path length, path (UTF-8), u64 size, i64 mtime seconds,
  * u32 mtime ns, i64 ctime seconds, u32 ctime ns, u64 inode, u32 device major, u32 device
  * minor, u32 position; trailer: "FSIE", u32 file count, SHA-256 of every byte before it.
+ *
+ * Longer than 300 lines on purpose: the index's byte format, its root-owned storage and
+ * every check made before one is trusted sit together, so that what is written and what
+ * is verified are read side by side.
  */
 import { createHash, randomBytes } from "node:crypto";
 import { closeSync, fchownSync, fsyncSync, readSync, writeSync } from "node:fs";
