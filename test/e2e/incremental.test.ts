@@ -126,6 +126,7 @@ describe("incremental backups through a real ferryd", { skip: needsRoot, timeout
     const got = await dumped(snapshot);
     const want = await exported(app);
     assert.equal(got.manifest.kind, "full");
+    assert.equal(want.manifest.kind, "full", "ferry export never asks for a delta");
     assert.equal(got.entries.length, want.entries.length);
     assert.deepEqual(got.entries, want.entries);
     assert.equal(got.end.payload_bytes, want.end.payload_bytes);
@@ -277,6 +278,10 @@ describe("incremental backups through a real ferryd", { skip: needsRoot, timeout
     const next = await backup("other");
     assert.equal(next.kind, "delta");
     assert.equal(next.previous, full.snapshot);
+    // --force-full asks for no delta at all.
+    const forced = await backup("other", ["--force-full"]);
+    assert.equal(forced.kind, "full");
+    assert.equal(forced.since, undefined);
   });
 
   test("interleaved apps keep separate indexes; one app's token is unknown to another", async () => {

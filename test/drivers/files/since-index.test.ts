@@ -223,6 +223,22 @@ describe("backup indexes", () => {
     assert.ok(again.get("data/0/f10")?.unchanged);
   });
 
+  test("two declared paths: positions run across both roots", async () => {
+    const second = join(dir, "second");
+    mkdirSync(second, { recursive: true });
+    for (let i = 0; i < 5; i++) writeFileSync(join(second, `g${i}`), randomBytes(300));
+    await new Promise((r) => setTimeout(r, 2200));
+    const full = await backup("two", [root, second]);
+    const delta = await backup("two", [root, second], full.end.token);
+    assert.equal(delta.manifest.kind, "delta");
+    const inSecond = files(delta).filter((h) => h.path.startsWith("data/1/"));
+    assert.equal(inSecond.length, 5);
+    for (const h of files(delta)) {
+      assert.ok(h.unchanged, h.path);
+      assert.equal(full.entries[h.unchanged.position]?.path, h.path);
+    }
+  });
+
   test("unknown-token: a token ferryd never made gives a full backup", async () => {
     const r = await backup("notes", [root], randomBytes(16).toString("hex"));
     assert.equal(r.manifest.kind, "full");
