@@ -124,7 +124,12 @@ hooks = { pre_backup = ["sh", "-c", 'sleep "$0" </dev/null >/dev/null 2>&1 & wai
   ] as const) {
     test(`${what} is stopped by ferryd: the export fails promptly and no process of the app's user is left`, async () => {
       const started = Date.now();
-      const r = await ferry(socket, ["export", appName, "-o", join(dir, `${appName}.tar`)], {
+      // The output directory is the backup user's own: ferry checks that -o can be written
+      // before it asks ferryd (OUTPUT_NOT_WRITABLE), and the test is about the helper.
+      const out = join(dir, "out");
+      mkdirSync(out, { recursive: true });
+      chownSync(out, svc.uid, svc.gid);
+      const r = await ferry(socket, ["export", appName, "-o", join(out, `${appName}.tar`)], {
         user: svc,
       });
       assert.notEqual(r.code, 0);
