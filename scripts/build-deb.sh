@@ -113,7 +113,7 @@ Version: $debver
 Architecture: $arch
 Maintainer: $maintainer
 Installed-Size: $installed_size
-Depends: nodejs (>= 20), util-linux, passwd
+Depends: nodejs (>= 20), util-linux, passwd, libzstd1
 Recommends: systemd
 Suggests: postgresql-client, mariadb-client, sqlite3, redis-tools, restic
 Section: admin

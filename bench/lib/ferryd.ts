@@ -76,7 +76,8 @@ export async function startFerryd(env: BenchEnv, name: string, apps: string[]): 
 
 /** argv of `ferry --socket SOCK ARGS…` as the backup user. */
 export function ferryArgv(env: BenchEnv, socket: string, args: string[]): string[] {
-  return asUser(env.backupUser, [process.execPath, FERRY, "--socket", socket, ...args]);
+  // Through its own first line, as users run it (the V8 flags there, src/cli/ferry.ts).
+  return asUser(env.backupUser, [FERRY, "--socket", socket, ...args]);
 }
 
 export interface FerryRun {

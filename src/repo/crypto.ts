@@ -55,6 +55,10 @@ export interface Crypto {
   /** The id of a blob: HMAC-SHA-256 with the mac key, or SHA-256 when unencrypted. */
   blobId(data: Buffer): Buffer;
   seal(plain: Buffer, aad: string | Buffer): Buffer;
+  /** Length of `plain` once sealed. */
+  sealedLength(plainLength: number): number;
+  /** Seals `plain` into `out` at `at` (sealedLength bytes), without a buffer of its own. */
+  sealInto(plain: Buffer, aad: string | Buffer, out: Buffer, at: number): number;
   open(sealed: Buffer, aad: string | Buffer, what: string): Buffer;
 }
 
@@ -66,6 +70,12 @@ export class PlainCrypto implements Crypto {
   }
   seal(plain: Buffer): Buffer {
     return plain;
+  }
+  sealedLength(plainLength: number): number {
+    return plainLength;
+  }
+  sealInto(plain: Buffer, _aad: string | Buffer, out: Buffer, at: number): number {
+    return plain.copy(out, at);
   }
   open(sealed: Buffer): Buffer {
     return sealed;
@@ -83,6 +93,19 @@ export class AeadCrypto implements Crypto {
   }
   seal(plain: Buffer, aad: string | Buffer): Buffer {
     return seal(this.keys.enc, plain, aad);
+  }
+  sealedLength(plainLength: number): number {
+    return plainLength + SEAL_OVERHEAD;
+  }
+  sealInto(plain: Buffer, aad: string | Buffer, out: Buffer, at: number): number {
+    const nonce_ = nonce();
+    const c = createCipheriv("aes-256-gcm", this.keys.enc, nonce_);
+    c.setAAD(aadBuf(aad));
+    let o = at + nonce_.copy(out, at);
+    o += c.update(plain).copy(out, o);
+    o += c.final().copy(out, o);
+    o += c.getAuthTag().copy(out, o);
+    return o - at;
   }
   open(sealed: Buffer, aad: string | Buffer, what: string): Buffer {
     const out = open(this.keys.enc, sealed, aad);
