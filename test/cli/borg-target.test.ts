@@ -12,9 +12,8 @@
  * Bounds: a ~5 MiB tree; about fifteen ferry and borg runs.
  */
 import assert from "node:assert/strict";
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { once } from "node:events";
 import {
   chmodSync,
   chownSync,
@@ -37,6 +36,7 @@ import {
   ferry,
   isRoot,
   processesOf,
+  start,
   waitProcessesGone,
 } from "../helpers/proc.js";
 import { prng } from "../repo/helpers.js";
@@ -124,30 +124,12 @@ describe("the borg target through a real ferryd", { skip, timeout: 300_000 }, ()
   });
 
   /** `ferry ARGS…` as the backup user, in a process group of its own (a shell's job). */
-  const background = (args: string[]) => {
-    const argv = asUser(fx.backup, [process.execPath, FERRY, "--socket", fx.socket, ...args]);
-    const child = spawn(argv[0] as string, argv.slice(1), {
-      env: { ...process.env, ...env },
-      stdio: ["ignore", "pipe", "pipe"],
+  const background = (args: string[]) =>
+    start([process.execPath, FERRY, "--socket", fx.socket, ...args], {
+      user: fx.backup,
+      env,
       detached: true,
     });
-    let stdout = "";
-    let stderr = "";
-    child.stdout?.on("data", (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr?.on("data", (d: Buffer) => {
-      stderr += d.toString();
-    });
-    const exited = once(child, "close");
-    return {
-      pid: child.pid as number,
-      async done() {
-        const [code] = (await exited) as [number | null];
-        return { code, stdout, stderr };
-      },
-    };
-  };
   /** Waits until borg import-tar runs and has had a second to take in some of the archive. */
   const borgImporting = async () => {
     const deadline = Date.now() + 30_000;
@@ -223,9 +205,9 @@ describe("the borg target through a real ferryd", { skip, timeout: 300_000 }, ()
     );
     assert.ok(job !== undefined && job.bytes > 0, JSON.stringify(jobs));
     assert.equal((await f(["cancel", job.id])).code, 0);
-    const b = await bg.done();
+    const b = await bg.done;
     assert.equal(b.code, 1, b.stderr);
-    assert.deepEqual(JSON.parse(b.stdout).failed, ["big"]);
+    assert.deepEqual(JSON.parse(b.stdout.toString()).failed, ["big"]);
     assert.deepEqual(await waitProcessesGone(fx.backup.uid, "import-tar", 5000), []);
     const names = archives().map((a) => a.name);
     assert.equal(names.length, before.length + 1, `one more (notes); no checkpoint: ${names}`);
@@ -242,7 +224,7 @@ describe("the borg target through a real ferryd", { skip, timeout: 300_000 }, ()
     const bg = background(["backup", "big", "--to", to()]);
     await borgImporting();
     process.kill(-bg.pid, "SIGINT"); // what the terminal sends to its foreground job
-    const r = await bg.done();
+    const r = await bg.done;
     assert.equal(r.code, 130, r.stderr);
     assert.match(r.stderr, /backup of big interrupted; borg:.* recorded nothing of it/);
     assert.deepEqual(await waitProcessesGone(fx.backup.uid, "import-tar", 5000), []);
