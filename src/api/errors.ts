@@ -179,7 +179,7 @@ export const ERRORS = {
     status: 502,
     exit: "failure",
     description:
-      "A helper program (dump tool, command, hook) could not start, exited non-zero or produced no data; the message carries its stderr.",
+      "A helper program (dump tool, command, hook; restic or borg for ferry's `--to`/`--from`) could not start (a program that is not installed is named with its Debian package), exited non-zero or produced no data; the message carries its stderr.",
   },
   HELPER_TIMEOUT: {
     status: 504,

@@ -23,17 +23,20 @@ Commands:
                              (ferry's is printed even when ferryd cannot be asked)
   init [--insecure-no-password]
                              create a repository (encrypted unless told otherwise)
-  backup APP… | --all [--tag T]… [--force-full] [--to restic:REPO]
+  backup APP… | --all [--tag T]… [--force-full] [--to restic:REPO | --to borg:REPO]
                              one snapshot per application; goes on past failures; files
                              apps send only what changed since their latest snapshot
                              unless --force-full; with --to, each verified (complete)
-                             archive piped to restic backup --stdin
+                             archive piped to restic backup --stdin, or to borg
+                             import-tar (archive APP-TIME, with a layout member that
+                             gives the exact archive back)
   snapshots [--app A]        list the repository's snapshots
   ls SNAPSHOT                the entries of a snapshot, like tar -tv
   dump SNAPSHOT              the stored archive to stdout (as ferryd sent it; a completed
                              delta with a freshly computed end record)
-  restore SNAPSHOT [--from restic:REPO]
-                             restore the snapshot's application through ferryd
+  restore SNAPSHOT [--from restic:REPO | --from borg:REPO]
+                             restore the snapshot's application through ferryd (from
+                             borg: an archive name, or 'latest')
   check [--read-data]        verify the repository (and every blob with --read-data)
   forget --keep-{last,hourly,daily,weekly,monthly,yearly} N | --keep-tag T [--app A]
          [--dry-run] [--prune]

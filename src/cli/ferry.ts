@@ -15,6 +15,7 @@ import type { VersionInfo } from "../api/types.js";
 import { VERSION } from "../core/version.js";
 import { clientOptionsFromEnv, FerryClient } from "./client.js";
 import { appsCommand } from "./commands/apps.js";
+import { backupToBorg, restoreFromBorg } from "./commands/borg-target.js";
 import { doctorCommand } from "./commands/doctor.js";
 import { exportCommand, exportManyCommand } from "./commands/export.js";
 import { importCommand } from "./commands/import.js";
@@ -33,11 +34,11 @@ import { EXIT, exitCodeFor, UsageError } from "./exit-codes.js";
 import { COMMANDS, GLOBAL, HELP, splitArgs } from "./ferry-usage.js";
 import { printError, runMain } from "./main.js";
 
-function resticRepo(target: string, flag: string): string {
-  if (!target.startsWith("restic:") || target.length <= "restic:".length) {
-    throw new UsageError(`${flag} takes restic:REPO (borg is not supported yet)`);
-  }
-  return target.slice("restic:".length);
+/** `--to`/`--from`: restic:REPO or borg:REPO. */
+function targetOf(target: string, flag: string): { tool: "restic" | "borg"; repo: string } {
+  const m = /^(restic|borg):(.+)$/s.exec(target);
+  if (m === null) throw new UsageError(`${flag} takes restic:REPO or borg:REPO`);
+  return { tool: m[1] as "restic" | "borg", repo: m[2] as string };
 }
 
 function keepCount(v: unknown, name: string): number | undefined {
@@ -110,12 +111,13 @@ async function main(): Promise<number> {
       if (v.all !== true && pos.length === 0)
         throw new UsageError("backup takes application names or --all");
       if (v.to !== undefined) {
-        // restic gets complete archives only: it never asks ferryd for a delta.
+        // restic and borg get complete archives only: they never ask ferryd for a delta.
         if (v["force-full"] === true)
           throw new UsageError("--force-full is for the repository, not --to");
-        return backupToRestic(
+        const t = targetOf(v.to as string, "--to");
+        return (t.tool === "borg" ? backupToBorg : backupToRestic)(
           client,
-          resticRepo(v.to as string, "--to"),
+          t.repo,
           v.all === true ? "all" : pos,
           (v.tag as string[] | undefined) ?? [],
           v.json === true,
@@ -141,9 +143,10 @@ async function main(): Promise<number> {
     case "restore":
       want(1, "one snapshot");
       if (v.from !== undefined) {
-        return restoreFromRestic(
+        const t = targetOf(v.from as string, "--from");
+        return (t.tool === "borg" ? restoreFromBorg : restoreFromRestic)(
           client,
-          resticRepo(v.from as string, "--from"),
+          t.repo,
           pos[0] as string,
           v.json === true,
         );

@@ -12,6 +12,9 @@
  * is recomputed exactly on the way back and the rebuilt archive is byte for byte the one
  * that was stored. The walker reads only what it needs to find body lengths (the size
  * field, a pax `size` record, the type flag); judging the archive is ArchiveParser's job.
+ *
+ * The threshold is a parameter: the repository cuts at INLINE_MAX, the borg target
+ * (src/repo/borg-layout.ts) at 1 byte, so that its layout holds no file body at all.
  */
 import { FerryError } from "../core/errors.js";
 
@@ -28,7 +31,8 @@ function pad(n: number): number {
   return r === 0 ? 0 : BLOCK - r;
 }
 
-function parseSizeField(b: Buffer): number {
+/** A ustar size field: octal, or GNU base-256 (top bit set); negative sizes refused. */
+export function parseSizeField(b: Buffer): number {
   const first = b[124] as number;
   if (first & 0x80) {
     if (first & 0x40) throw new FerryError("ARCHIVE_INVALID", "negative tar size");
@@ -90,7 +94,18 @@ export class TarWalker {
   private pendingPax: Buffer | undefined;
   private contentPad = 0;
 
-  constructor(private readonly onHeader?: (e: HeaderEvent) => void) {}
+  /**
+   * `inlineMax`: regular files with at least this many body bytes are content (the
+   * repository's INLINE_MAX unless given; 1 makes every non-empty file body content).
+   */
+  constructor(
+    private readonly onHeader?: (e: HeaderEvent) => void,
+    private readonly inlineMax = INLINE_MAX,
+  ) {
+    if (!Number.isSafeInteger(inlineMax) || inlineMax < 1) {
+      throw new Error("TarWalker: the inline threshold is a whole number of at least 1");
+    }
+  }
 
   /**
    * Consumes bytes that are not file content, stopping early when a large file's body
@@ -190,7 +205,7 @@ export class TarWalker {
       this.toHeader();
       return;
     }
-    if ((tf === "0" || tf === "\0" || tf === "7") && s >= INLINE_MAX) {
+    if ((tf === "0" || tf === "\0" || tf === "7") && s >= this.inlineMax) {
       this.mode = "content";
       this.need = s;
       this.contentPad = pad(s);
@@ -211,10 +226,16 @@ export interface SplitSink {
 
 /** Cuts a whole archive stream into metadata and content (backup). */
 export class TarSplitter {
-  private readonly walker = new TarWalker();
+  private readonly walker: TarWalker;
   private contentLeft = 0;
 
-  constructor(private readonly sink: SplitSink) {}
+  /** `inlineMax` as TarWalker's (the repository's INLINE_MAX unless given). */
+  constructor(
+    private readonly sink: SplitSink,
+    inlineMax = INLINE_MAX,
+  ) {
+    this.walker = new TarWalker(undefined, inlineMax);
+  }
 
   push(buf: Buffer): void {
     let off = 0;

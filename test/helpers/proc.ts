@@ -59,17 +59,28 @@ export interface RunResult {
   stderr: string;
 }
 
-export function run(
+export interface RunOptions {
+  user?: TestUser;
+  env?: Record<string, string>;
+  input?: Buffer;
+  timeoutMs?: number;
+  /** A process group (and session) of its own, as a shell gives a job: `kill(-pid, …)`. */
+  detached?: boolean;
+}
+
+/** Starts `argv` as `run` does, without waiting: its pid, and its result once it closed. */
+export function start(
   argv: string[],
-  opts: { user?: TestUser; env?: Record<string, string>; input?: Buffer; timeoutMs?: number } = {},
-): Promise<RunResult> {
+  opts: RunOptions = {},
+): { pid: number; done: Promise<RunResult> } {
   const full = asUser(opts.user, argv);
-  return new Promise((resolve, reject) => {
-    const child = spawn(full[0] as string, full.slice(1), {
-      env: { ...process.env, ...opts.env },
-      stdio: ["pipe", "pipe", "pipe"],
-      timeout: opts.timeoutMs ?? 120_000,
-    });
+  const child = spawn(full[0] as string, full.slice(1), {
+    env: { ...process.env, ...opts.env },
+    stdio: ["pipe", "pipe", "pipe"],
+    timeout: opts.timeoutMs ?? 120_000,
+    detached: opts.detached === true,
+  });
+  const done = new Promise<RunResult>((resolve, reject) => {
     const out: Buffer[] = [];
     let err = "";
     child.stdout.on("data", (d: Buffer) => out.push(d));
@@ -81,6 +92,11 @@ export function run(
     child.stdin.on("error", () => {});
     child.stdin.end(opts.input);
   });
+  return { pid: child.pid as number, done };
+}
+
+export function run(argv: string[], opts: RunOptions = {}): Promise<RunResult> {
+  return start(argv, opts).done;
 }
 
 /** `ferry --socket SOCK ARGS…` as `user`. */

@@ -12,9 +12,12 @@ import { type ArchiveEntry, writeArchive } from "../../src/core/archive/writer.j
 export interface TestFile {
   path: string;
   data?: Buffer;
-  type?: "dir" | "symlink";
+  /** A symlink's or hardlink's target is `target`. */
+  type?: "dir" | "symlink" | "hardlink";
   target?: string;
   mtime?: number;
+  /** Sub-second part of the mtime (a pax record). */
+  mtimeNsec?: number;
 }
 
 function header(f: TestFile): TarHeader {
@@ -28,7 +31,7 @@ function header(f: TestFile): TarHeader {
     gname: "app",
     size: f.data?.length ?? 0,
     mtimeSec: f.mtime ?? 1_700_000_000,
-    mtimeNsec: 0,
+    mtimeNsec: f.mtimeNsec ?? 0,
     linkpath: f.target ?? "",
   };
 }
