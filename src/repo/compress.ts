@@ -37,6 +37,9 @@ interface Zstd {
 
 const require = createRequire(import.meta.url);
 
+/** Asynchronous libzstd calls queued in koffi at once (koffi's own limit is 256). */
+const MAX_ASYNC = 32;
+
 type Native = {
   (...args: unknown[]): unknown;
   async(...args: unknown[]): void;
@@ -68,10 +71,22 @@ function loadLibzstd(): Zstd | undefined {
     const need = Number(bound(data.length));
     return out !== undefined && out.length >= need ? out : Buffer.allocUnsafe(need);
   };
-  const asPromise = (fn: Native, args: unknown[]): Promise<unknown> =>
-    new Promise((resolve, reject) => {
-      fn.async(...args, (err: unknown, res: unknown) => (err ? reject(err) : resolve(res)));
-    });
+  // koffi refuses more than 256 queued asynchronous calls (it throws); callers are
+  // bounded already, but a queue here makes that a wait, never an error.
+  let running = 0;
+  const waiting: (() => void)[] = [];
+  const asPromise = async (fn: Native, args: unknown[]): Promise<unknown> => {
+    if (running >= MAX_ASYNC) await new Promise<void>((go) => waiting.push(go));
+    running++;
+    try {
+      return await new Promise((resolve, reject) => {
+        fn.async(...args, (err: unknown, res: unknown) => (err ? reject(err) : resolve(res)));
+      });
+    } finally {
+      running--;
+      waiting.shift()?.();
+    }
+  };
   const exact = (n: number, rawLength: number, out: Buffer) => {
     if (n !== rawLength) throw new Error(`${n} bytes, not ${rawLength}`);
     return out;

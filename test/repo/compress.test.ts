@@ -101,6 +101,12 @@ describe("zstd for the repository", () => {
     }
   });
 
+  test("more asynchronous calls than koffi queues at once (256) wait instead of failing", async () => {
+    const data = Buffer.from("abcabcabc".repeat(8000));
+    const all = await Promise.all(Array.from({ length: 600 }, () => compress(data)));
+    for (const z of all) assert.deepEqual(decompressSync(z, data.length, "blob"), data);
+  });
+
   test("a recorded length beyond any blob is refused before anything is allocated", async () => {
     const z = compressSync(Buffer.from("x"));
     for (const len of [MAX_RAW_BLOB + 1, 2 ** 32 - 1, -1, 1.5]) {
