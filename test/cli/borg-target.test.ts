@@ -17,6 +17,7 @@ import { createHash } from "node:crypto";
 import {
   chmodSync,
   chownSync,
+  existsSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
@@ -230,6 +231,77 @@ describe("the borg target through a real ferryd", { skip, timeout: 300_000 }, ()
     assert.deepEqual(await waitProcessesGone(fx.backup.uid, "import-tar", 5000), []);
     assert.deepEqual(archives(), before, "no archive and no checkpoint");
     assert.deepEqual(readdirSync(tmp), []);
+  });
+
+  test("ferry-killed-borg-records-partial-archive: kill -9 of ferry mid-backup takes borg with it; nothing recorded", async () => {
+    const before = archives();
+    const bg = background(["backup", "big", "--to", to()]);
+    await borgImporting();
+    const borgPids = processesOf(fx.backup.uid, "import-tar").map((p) => p.pid);
+    process.kill(bg.pid, "SIGKILL"); // ferry only: not its process group
+    await bg.done;
+    // Without --pdeathsig, borg saw its input end and recorded the archive up to there.
+    assert.deepEqual(await waitProcessesGone(fx.backup.uid, "import-tar", 5000), []);
+    // The orphaned borg is reaped by init, not by ferry: until then its pid exists, and
+    // the next borg takes its lock for a live one's.
+    const deadline = Date.now() + 20_000;
+    while (borgPids.some((pid) => existsSync(`/proc/${pid}`)) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.deepEqual(archives(), before, "no archive, partial or checkpoint");
+    borg(["check", repo]); // the killed borg's stale lock is removed by the next borg
+    // ferry was killed: its private temporary directory (the layout's spool) stays.
+    for (const d of readdirSync(tmp)) rmSync(join(tmp, d), { recursive: true, force: true });
+  });
+
+  // The same rule for restic, whose targets share the tool runner (target-common.ts):
+  // restic --stdin records whatever it read once its input ends, so here the bug this
+  // stops is certain, where borg records a partial archive only when the cut falls
+  // between two tar entries.
+  test("ferry-killed-restic-records-partial-archive: kill -9 of ferry mid-backup takes restic with it; no snapshot", {
+    skip: hasProgram("restic") ? false : "restic is not installed",
+  }, async () => {
+    const rrepo = join(fx.dir, "restic-repo");
+    const renv = {
+      ...env,
+      RESTIC_PASSWORD: "restic e2e",
+      RESTIC_CACHE_DIR: join(tmp, "..", "restic-cache"),
+    };
+    const restic = (args: string[]): string => {
+      const argv = asUser(fx.backup, ["restic", "-r", rrepo, ...args]);
+      return execFileSync(argv[0] as string, argv.slice(1), {
+        env: { ...process.env, ...renv },
+        stdio: ["ignore", "pipe", "pipe"],
+      }).toString();
+    };
+    for (const d of [rrepo, join(fx.dir, "restic-cache")]) {
+      mkdirSync(d, { mode: 0o700 });
+      chownSync(d, fx.backup.uid, fx.backup.gid);
+    }
+    restic(["init"]);
+    const bg = start(
+      [process.execPath, FERRY, "--socket", fx.socket, "backup", "big", "--to", `restic:${rrepo}`],
+      {
+        user: fx.backup,
+        env: renv,
+        detached: true,
+      },
+    );
+    const deadline = Date.now() + 30_000;
+    while (processesOf(fx.backup.uid, "--stdin").length === 0) {
+      assert.ok(Date.now() < deadline, "restic backup never started");
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await new Promise((r) => setTimeout(r, 1000));
+    process.kill(bg.pid, "SIGKILL");
+    await bg.done;
+    assert.deepEqual(await waitProcessesGone(fx.backup.uid, "--stdin", 10_000), []);
+    assert.deepEqual(
+      JSON.parse(restic(["snapshots", "--json"])),
+      [],
+      "no snapshot of a partial archive",
+    );
+    for (const d of readdirSync(tmp)) rmSync(join(tmp, d), { recursive: true, force: true });
   });
 
   test("unknown archives, archives not made by Ferry or without a layout, and a missing borg are refused; nothing changes", async () => {

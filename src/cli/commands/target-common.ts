@@ -6,12 +6,17 @@
  * - a backup: ferryd's archive (always a full one) verified on the way into the tool —
  *   headers, end record, SHA-256, ferryd's `Ferry-Status` trailer. Anything wrong kills
  *   the tool with SIGKILL before its input ends, so it records nothing; so do Ctrl-C and
- *   SIGTERM. One result per application, going on past failures, and the JSON summary;
+ *   SIGTERM. And if ferry itself dies (kill -9, out of memory), the tool dies with it:
+ *   it runs under `setpriv --pdeathsig KILL`, so the end of its input never looks like
+ *   the end of an archive it should record. One result per application, going on past
+ *   failures, and the JSON summary;
  * - a restore: the stream uploaded to ferryd's restore (which verifies the whole archive
  *   before touching the application), and the report.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
+import { accessSync, constants } from "node:fs";
+import { delimiter, isAbsolute, join } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import type { ErrorCode } from "../../api/errors.js";
 import { ArchiveParser } from "../../core/archive/reader.js";
@@ -60,9 +65,46 @@ function tail(stderr: string): string {
   return stderr.trim().split("\n").slice(-3).join(" ");
 }
 
+/** The program `command` names on PATH (as execvp would find it), if any. */
+export function onPath(command: string, path = process.env.PATH ?? ""): string | undefined {
+  const candidates = command.includes("/")
+    ? [command]
+    : path
+        .split(delimiter)
+        .filter((d) => isAbsolute(d))
+        .map((d) => join(d, command));
+  for (const c of candidates) {
+    try {
+      accessSync(c, constants.X_OK);
+      return c;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+/**
+ * The argv that runs `program` so that it receives SIGKILL when ferry dies: a restic or
+ * borg whose input simply ended would record what it had as a snapshot. setpriv is
+ * util-linux's (a dependency of the Debian package); without it, the program runs as is.
+ */
+function dyingWithFerry(program: string, args: string[]): [string, string[]] {
+  const setpriv = onPath(
+    "setpriv",
+    `${process.env.PATH ?? ""}${delimiter}/usr/bin${delimiter}/bin`,
+  );
+  return setpriv === undefined
+    ? [program, args]
+    : [setpriv, ["--pdeathsig", "KILL", "--", program, ...args]];
+}
+
 /** Starts `tool args…` with the caller's environment (the tool's own settings live there). */
 export function runTool(tool: Tool, args: string[], o: ToolOptions): ToolRun {
-  const child = spawn(tool.command, args, {
+  const program = onPath(tool.command);
+  const [file, argv] = program === undefined ? [tool.command, args] : dyingWithFerry(program, args);
+  // A missing program goes to spawn as it is, whose ENOENT is reported below.
+  const child = spawn(file, argv, {
     stdio: [o.stdin, "pipe", "pipe"],
     env: { ...o.envDefaults, ...process.env },
     detached: o.detached === true,
