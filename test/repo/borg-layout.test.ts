@@ -51,7 +51,15 @@ function sha(b: Buffer): string {
 }
 
 /** What ferry gives borg import-tar: the archive in `piece`-byte pushes, then the layout. */
-function borgInput(archive: Buffer, piece: number): { input: Buffer; meta: Buffer } {
+/**
+ * What borg is given: `stream`, the archive as passed on before the layout member, then
+ * the member (its header carries the current time, so two calls a second apart differ
+ * there), the metadata `meta`, and the end blocks.
+ */
+function borgInput(
+  archive: Buffer,
+  piece: number,
+): { input: Buffer; meta: Buffer; stream: Buffer } {
   const meta: Buffer[] = [];
   const s = new BorgImportStream((b) => meta.push(Buffer.from(b)));
   const out: Buffer[] = [];
@@ -59,9 +67,10 @@ function borgInput(archive: Buffer, piece: number): { input: Buffer; meta: Buffe
     for (const b of s.push(archive.subarray(o, o + piece))) out.push(Buffer.from(b));
   }
   const m = Buffer.concat(meta);
+  const stream = Buffer.concat(out);
   const h = { sha256: sha(archive), bytes: archive.length };
-  out.push(s.memberHead(h, m.length), m, s.memberEnd(h, m.length));
-  return { input: Buffer.concat(out), meta: m };
+  const input = Buffer.concat([stream, s.memberHead(h, m.length), m, s.memberEnd(h, m.length)]);
+  return { input, meta: m, stream };
 }
 
 /** borg import-tar then export-tar, as borg_like.py plays them. */
@@ -131,16 +140,17 @@ test("an archive through borg's import and export comes back byte for byte, what
       { input: archive },
     ).toString(),
   );
-  let first: Buffer | undefined;
+  let first: ReturnType<typeof borgInput> | undefined;
   for (const piece of [509, 512, 65_536, 1 << 20]) {
-    const { input, meta } = borgInput(archive, piece);
+    const got = borgInput(archive, piece);
     // The layout holds every byte but the file bodies (the manifest's and end record's
     // too: every non-empty regular file's).
-    assert.equal(meta.length + bodies, archive.length);
-    first ??= input;
-    assert.ok(input.equals(first), `piece ${piece}: the same input to borg`);
+    assert.equal(got.meta.length + bodies, archive.length);
+    first ??= got;
+    assert.ok(got.stream.equals(first.stream), `piece ${piece}: the same stream to borg`);
+    assert.ok(got.meta.equals(first.meta), `piece ${piece}: the same layout`);
   }
-  const { exported, layout } = throughBorg(first as Buffer);
+  const { exported, layout } = throughBorg((first as ReturnType<typeof borgInput>).input);
   assert.ok(!exported.includes(Buffer.from(LAYOUT_NAME)), "export-tar without the layout");
   const { header } = parseLayoutHeader(layout);
   assert.deepEqual(header, { sha256: sha(archive), bytes: archive.length });
@@ -161,7 +171,10 @@ test("one byte at a time on the way in gives the same input to borg", async () =
     "notes",
     tree().filter((f) => f.path !== "data/0/sub/big.bin"),
   );
-  assert.ok(borgInput(archive, 1).input.equals(borgInput(archive, 1 << 20).input));
+  const a = borgInput(archive, 1);
+  const b = borgInput(archive, 1 << 20);
+  assert.ok(a.stream.equals(b.stream), "the same stream to borg");
+  assert.ok(a.meta.equals(b.meta), "the same layout");
 });
 
 test("a layout that is not one, or of another version, is refused with what it is", () => {
